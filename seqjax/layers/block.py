@@ -1,0 +1,103 @@
+"""Pre-norm residual block: the unit of the fair-comparison backbone.
+
+``y = x + Dropout(mixer(Norm(x)))`` then ``y + Dropout(MLP(Norm(y)))`` (the pre-LayerNorm
+arrangement of Xiong et al. 2020, used by GPT-2 and most modern models). Families differ
+only in the ``mixer``; the norms, MLP and residuals are identical, so a comparison measures
+the mixer and nothing else. A Transformer block is this block with multi-head attention as
+the mixer (``seqjax.layers.transformer``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqjax.layers.base import State
+
+Array = jax.Array
+
+
+class MLP(nn.Module):
+  """Position-wise feed-forward network ``W_2 act(W_1 x + b_1) + b_2``.
+
+  ``x``: ``[..., d_model]`` -> ``[..., d_model]``; ``hidden`` is the inner width
+  (4 * d_model in Vaswani et al. 2017).
+  """
+
+  d_model: int
+  hidden: int
+  activation: str = 'gelu'
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.up = nn.Dense(self.hidden, dtype=self.dtype, name='up')
+    self.down = nn.Dense(self.d_model, dtype=self.dtype, name='down')
+    self.drop = nn.Dropout(self.dropout)
+
+  def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+    act = {'gelu': nn.gelu, 'relu': nn.relu, 'silu': nn.silu}[self.activation]
+    return self.down(self.drop(act(self.up(x)), deterministic=deterministic))
+
+
+def make_norm(kind: str, dtype: Any, name: str) -> nn.Module:
+  if kind == 'layernorm':
+    return nn.LayerNorm(dtype=dtype, name=name)
+  if kind == 'rmsnorm':
+    return nn.RMSNorm(dtype=dtype, name=name)
+  raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
+
+
+class ResidualBlock(nn.Module):
+  """``x + mixer(norm(x))`` then ``x + mlp(norm(x))``, with the mixer's streaming mode.
+
+  Attributes:
+    mixer: any seqjax mixer mapping ``d_model`` to ``d_model`` (unbound module; it becomes
+      this block's child ``mixer``).
+    d_model: residual width.
+    mlp_hidden: inner width of the MLP; ``0`` drops the MLP sub-block (Mamba-style blocks).
+    dropout: dropout on both residual branches (Vaswani et al. 2017, sec. 5.4).
+  """
+
+  mixer: nn.Module
+  d_model: int
+  mlp_hidden: int = 0
+  dropout: float = 0.0
+  norm: str = 'layernorm'
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.mixer_norm = make_norm(self.norm, self.dtype, 'mixer_norm')
+    self.drop = nn.Dropout(self.dropout)
+    if self.mlp_hidden:
+      self.mlp_norm = make_norm(self.norm, self.dtype, 'mlp_norm')
+      self.mlp = MLP(self.d_model, self.mlp_hidden, dropout=self.dropout,
+                     dtype=self.dtype)
+
+  @property
+  def is_causal(self) -> bool:
+    return self.mixer.is_causal
+
+  def _mlp_branch(self, x: Array, deterministic: bool) -> Array:
+    if not self.mlp_hidden:
+      return x
+    h = self.mlp(self.mlp_norm(x), deterministic=deterministic)
+    return x + self.drop(h, deterministic=deterministic)
+
+  def __call__(self, x: Array, mask: Array | None = None, *,
+               deterministic: bool = True) -> Array:
+    """``x``: ``[batch, time, d_model]``, ``mask``: ``[batch, time]`` -> same shape."""
+    h = self.mixer(self.mixer_norm(x), mask, deterministic=deterministic)
+    x = x + self.drop(h, deterministic=deterministic)
+    return self._mlp_branch(x, deterministic)
+
+  def init_state(self, batch_size: int) -> State:
+    return self.mixer.init_state(batch_size)
+
+  def step(self, state: State, x_t: Array) -> tuple[State, Array]:
+    """One token, ``x_t`` ``[batch, d_model]``; dropout is off when streaming."""
+    state, h = self.mixer.step(state, self.mixer_norm(x_t))
+    return state, self._mlp_branch(x_t + h, deterministic=True)

@@ -1,0 +1,81 @@
+"""Sequence classifier (or regressor): backbone, pooling over time, dropout, linear.
+
+With ``backbone='stacked'``, ``model='bilstm'``, ``pooling='final_states'`` and dropout 0.3
+this is the article's ``LSTMClassifier``: embedding with padding id 0, a 2-layer
+bidirectional LSTM with dropout between layers, the last layer's final forward and backward
+hidden states concatenated (PyTorch's ``torch.cat([h_n[-2], h_n[-1]])``), dropout, linear.
+``article_lstm_classifier`` builds that config. One difference is deliberate: seqjax honours
+the padding mask, so on a padded batch it matches PyTorch run with packed sequences
+(``pack_padded_sequence``) rather than a state dragged through padding tokens; on unpadded
+input the two are identical.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqjax.layers.base import lengths_from_mask
+from seqjax.models.backbone import make_backbone
+from seqjax.models.config import ModelConfig
+
+Array = jax.Array
+
+
+def pool(hidden: Array, mask: Array, kind: str, bidirectional: bool = False) -> Array:
+  """Pools ``hidden`` ``[batch, time, width]`` over real tokens to ``[batch, width]``.
+
+  ``mean``: average over real tokens. ``last``: the last real token. ``first``: token 0.
+  ``final_states``: each direction's final state — the forward half at the last real
+  token and, for a bidirectional layer, the backward half at token 0 (where the backward
+  pass ends).
+  """
+  batch, time, width = hidden.shape
+  last_index = jnp.maximum(lengths_from_mask(mask, batch, time) - 1, 0)
+  at_last = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
+  if kind == 'mean':
+    weights = mask.astype(hidden.dtype)[..., None]
+    return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+  if kind == 'last' or (kind == 'final_states' and not bidirectional):
+    return at_last
+  if kind == 'first':
+    return hidden[:, 0]
+  if kind == 'final_states':
+    half = width // 2
+    return jnp.concatenate([at_last[:, :half], hidden[:, 0, half:]], axis=-1)
+  raise ValueError(f'unknown pooling {kind!r}')
+
+
+class SequenceClassifier(nn.Module):
+  """``inputs`` ``[batch, time]`` ids (0 = padding) or ``[batch, time, features]`` ->
+  logits ``[batch, num_classes]`` (``num_classes == 1``: a regression output)."""
+
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    causal = cfg.model != 'bilstm' and (cfg.model != 'transformer' or cfg.causal)
+    self.backbone = make_backbone(cfg, causal=causal)
+    self.head_drop = nn.Dropout(cfg.dropout)
+    self.head = nn.Dense(cfg.num_classes, name='head')
+
+  def __call__(self, inputs: Array, mask: Array | None = None, *,
+               deterministic: bool = True) -> Array:
+    if mask is None:
+      mask = (inputs != 0) if self.cfg.vocab_size else jnp.ones(inputs.shape[:2], bool)
+    hidden = self.backbone(inputs, mask, deterministic=deterministic)
+    bidirectional = self.cfg.model == 'bilstm' and self.cfg.backbone == 'stacked'
+    pooled = pool(hidden, mask, self.cfg.pooling, bidirectional)
+    pooled = self.head_drop(pooled, deterministic=deterministic)
+    return self.head(pooled.astype(jnp.float32))
+
+
+def article_lstm_classifier(vocab_size: int, embed_dim: int, hidden_dim: int,
+                            num_classes: int, num_layers: int = 2) -> ModelConfig:
+  """The config of the article's ``LSTMClassifier(vocab_size, embed_dim, hidden_dim,
+  num_classes, num_layers)``."""
+  return ModelConfig(model='bilstm', head='classifier', backbone='stacked',
+                     vocab_size=vocab_size, embed_dim=embed_dim, d_model=hidden_dim,
+                     num_classes=num_classes, num_layers=num_layers, dropout=0.3,
+                     pooling='final_states')

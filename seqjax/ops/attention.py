@@ -1,0 +1,153 @@
+"""Scaled dot-product attention and attention masks, as pure functions.
+
+Attention (Vaswani et al. 2017, eq. 1)::
+
+    Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V
+
+over ``q`` ``[batch, heads, t_q, d_k]``, ``k`` ``[batch, heads, t_k, d_k]`` and ``v``
+``[batch, heads, t_k, d_v]``. Masks are bool, broadcastable to ``[batch, heads, t_q, t_k]``,
+``True`` where a query may attend to a key.
+
+Masking differs from the usual ``scores.masked_fill(mask == 0, -1e9)``: a masked position
+gets *exactly* zero weight (not ``exp(-1e9)``), and a query whose every key is masked gets
+all-zero weights and a zero output instead of a uniform average over padding (or ``NaN``
+with ``-inf`` fills), in values and in gradients.
+
+The exact implementation materialises the ``[t_q, t_k]`` weight matrix (O(T²) memory, the
+article's comparison table). A memory-efficient chunked variant (online softmax over key
+blocks, Rabe & Staats 2021) would live beside it in this file with the same
+``(q, k, v, mask) -> output`` contract, reusing the mask helpers below; it cannot return
+the weight matrix, which is why ``attention_weights`` is a separate function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def attention_logits(q: Array, k: Array) -> Array:
+  """Scaled scores ``Q Kᵀ / √d_k``: ``[batch, heads, t_q, t_k]`` in float32.
+
+  Accumulating in float32 keeps bf16 inputs from losing the small score differences the
+  softmax amplifies.
+  """
+  scores = jnp.einsum('bhqd,bhkd->bhqk', q, k,
+                      preferred_element_type=jnp.float32)
+  return scores.astype(jnp.float32) / math.sqrt(q.shape[-1])
+
+
+def masked_softmax(scores: Array, mask: Array | None = None, axis: int = -1) -> Array:
+  """Softmax over ``axis`` in float32 where ``mask == False`` entries get weight 0.
+
+  Args:
+    scores: logits of any shape (cast to float32).
+    mask: bool, broadcastable to ``scores``; ``True`` = allowed. ``None`` allows all.
+    axis: the axis normalised over.
+
+  Returns:
+    float32 weights of ``scores``' shape. Allowed entries of a row sum to 1; masked
+    entries are exactly 0; a row with no allowed entry is all 0 (finite gradients too).
+  """
+  scores = scores.astype(jnp.float32)
+  if mask is None:
+    return jax.nn.softmax(scores, axis=axis)
+  mask = jnp.broadcast_to(mask, scores.shape)
+  # A finite fill (not -inf) keeps `scores - max` finite on fully masked rows, so neither
+  # the forward pass nor its gradient ever sees inf - inf.
+  filled = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+  shifted = filled - jax.lax.stop_gradient(jnp.max(filled, axis=axis, keepdims=True))
+  unnorm = jnp.where(mask, jnp.exp(shifted), 0.0)
+  denom = jnp.sum(unnorm, axis=axis, keepdims=True)
+  return unnorm / jnp.where(denom > 0, denom, 1.0)
+
+
+def attention_weights(q: Array, k: Array, mask: Array | None = None) -> Array:
+  """``softmax(Q Kᵀ / √d_k)`` with masking: float32 ``[batch, heads, t_q, t_k]``."""
+  return masked_softmax(attention_logits(q, k), mask, axis=-1)
+
+
+def apply_attention_weights(weights: Array, v: Array) -> Array:
+  """``weights`` ``[batch, heads, t_q, t_k]`` times ``v`` ``[batch, heads, t_k, d_v]``.
+
+  Returns ``[batch, heads, t_q, d_v]`` in ``v``'s dtype (accumulated in float32).
+  """
+  out = jnp.einsum('bhqk,bhkd->bhqd', weights.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32)
+  return out.astype(v.dtype)
+
+
+def scaled_dot_product_attention(q: Array, k: Array, v: Array,
+                                 mask: Array | None = None) -> tuple[Array, Array]:
+  """Exact attention ``softmax(Q Kᵀ / √d_k) V`` (Vaswani et al. 2017, eq. 1).
+
+  Args:
+    q: ``[batch, heads, t_q, d_k]`` queries.
+    k: ``[batch, heads, t_k, d_k]`` keys.
+    v: ``[batch, heads, t_k, d_v]`` values.
+    mask: bool broadcastable to ``[batch, heads, t_q, t_k]``, ``True`` = may attend.
+
+  Returns:
+    ``(output, weights)``: ``output`` ``[batch, heads, t_q, d_v]`` in ``v``'s dtype;
+    ``weights`` float32 ``[batch, heads, t_q, t_k]`` (see ``masked_softmax`` for the
+    masked-row behaviour).
+  """
+  weights = attention_weights(q, k, mask)
+  return apply_attention_weights(weights, v), weights
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def causal_mask(t_q: int, t_k: int | None = None, offset: int | Array = 0) -> Array:
+  """Causal mask ``[1, 1, t_q, t_k]``: query ``i`` may see key ``j`` iff ``j <= offset+i``.
+
+  Queries sit at absolute positions ``offset .. offset + t_q - 1`` and keys at
+  ``0 .. t_k - 1``. ``offset`` may be a traced int32 scalar: a single decoding query at
+  position ``index`` over a fixed-size KV cache is ``causal_mask(1, max_len, index)``.
+  """
+  t_k = t_q if t_k is None else t_k
+  q_pos = offset + jnp.arange(t_q, dtype=jnp.int32)[:, None]
+  k_pos = jnp.arange(t_k, dtype=jnp.int32)[None, :]
+  return (k_pos <= q_pos)[None, None]
+
+
+def padding_mask(mask: Array) -> Array:
+  """Key-padding mask ``[batch, 1, 1, time]`` from a ``[batch, time]`` token mask.
+
+  Every query (every head) may attend exactly to the real keys.
+  """
+  return mask.astype(bool)[:, None, None, :]
+
+
+def combine_masks(*masks: Array | None) -> Array | None:
+  """Logical AND of broadcast-compatible bool masks, skipping ``None``; ``None`` if none."""
+  present = [m.astype(bool) for m in masks if m is not None]
+  if not present:
+    return None
+  out = present[0]
+  for m in present[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+def make_attention_mask(key_mask: Array | None, *, causal: bool, t_q: int,
+                        t_k: int | None = None, offset: int | Array = 0) -> Array | None:
+  """The self-attention mask used by multi-head attention.
+
+  Args:
+    key_mask: ``[batch, t_k]`` bool token mask (True = real key) or ``None``.
+    causal: also forbid attending to later positions (``causal_mask``).
+    t_q, t_k, offset: as in ``causal_mask``; ``t_k`` defaults to ``t_q``.
+
+  Returns:
+    bool mask broadcastable to ``[batch, heads, t_q, t_k]``, or ``None`` if nothing is
+    masked.
+  """
+  return combine_masks(
+      None if key_mask is None else padding_mask(key_mask),
+      causal_mask(t_q, t_k, offset) if causal else None)

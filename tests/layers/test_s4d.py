@@ -1,0 +1,178 @@
+"""Tests for seqjax.layers.s4d against the S4D convolution kernel (Gu et al. 2022)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqjax.layers.s4d import S4D
+
+D_MODEL, N_STATE, BATCH, TIME = 6, 8, 2, 12
+
+
+def np_s4d_conv(params, x):
+  """Reference through the SSM kernel, not the recurrence (float64).
+
+  K_k = 2 Re(sum_n C_n A_bar_n^k B_bar_n), y_t = sum_{j<=t} K_{t-j} x_j + D x_t, with the
+  ZOH discretisation A_bar = exp(dt A), B_bar = (A_bar - 1) / A * B.
+  """
+  p = jax.tree.map(lambda v: np.asarray(v, np.float64), params['params'])
+  a = -np.exp(p['log_A_real']) + 1j * p['A_imag']                 # [d, n]
+  b = p['B'][..., 0] + 1j * p['B'][..., 1]
+  c = p['C'][..., 0] + 1j * p['C'][..., 1]
+  dt = np.exp(p['log_dt'])[:, None]
+  a_bar = np.exp(dt * a)
+  b_bar = (a_bar - 1) / a * b
+  k = np.arange(x.shape[1])
+  kernel = 2 * np.einsum('dn,dnk->dk', c * b_bar, a_bar[..., None] ** k).real  # [d, T]
+  x = np.asarray(x, np.float64)
+  y = np.zeros_like(x)
+  for t in range(x.shape[1]):
+    # Causal convolution: y_t = sum_j K_{t-j} x_j over j <= t.
+    y[:, t] = np.einsum('dj,bjd->bd', kernel[:, t::-1], x[:, :t + 1])
+  return y + p['D'] * x
+
+
+BACKENDS = ['sequential', 'associative']
+
+
+@functools.lru_cache(maxsize=None)
+def _init(a_init: str = 'lin'):
+  """Init params for one A initialisation (jitted once: eager Flax init is slow)."""
+  model = S4D(D_MODEL, N_STATE, a_init=a_init)
+  return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
+
+
+def _params(seed: int, a_init: str = 'lin'):
+  """Init params moved off their structured values (B = 1, Re A = -1/2, ...) with NumPy
+  noise, so every entry of every param matters in the comparisons."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda v: jnp.asarray(v + 0.3 * rng.normal(size=v.shape), jnp.float32),
+      _init(a_init))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(backend: str):
+  """Jitted parallel forward; params do not depend on the backend, so any init fits."""
+  model = S4D(D_MODEL, N_STATE, scan_backend=backend)
+  return model, jax.jit(model.apply)
+
+
+def _x(seed=0, time=TIME):
+  return jax.random.normal(jax.random.key(seed), (BATCH, time, D_MODEL))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('a_init', ['lin', 'inv'])
+def test_parallel_matches_convolution_kernel(backend, a_init):
+  _, fwd = _forward(backend)
+  params = _params(1, a_init)
+  x = _x()
+  want = np_s4d_conv(params, x)
+  np.testing.assert_allclose(np.asarray(fwd(params, x)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_init_values_follow_the_paper():
+  n = np.arange(N_STATE // 2)
+  dt_min, dt_max = S4D.dt_min, S4D.dt_max  # the defaults, 1e-3 and 1e-1
+  assert (dt_min, dt_max) == (1e-3, 1e-1)
+  for a_init, imag in [('lin', np.pi * n),
+                       ('inv', N_STATE / np.pi * (N_STATE / (2 * n + 1) - 1))]:
+    p = _init(a_init)['params']
+    np.testing.assert_allclose(p['A_imag'], np.broadcast_to(imag, (D_MODEL, n.size)),
+                               rtol=1e-6)
+    # Re(A) = -exp(log_A_real) = -1/2.
+    np.testing.assert_allclose(-np.exp(p['log_A_real']), -0.5, rtol=1e-6)
+    np.testing.assert_array_equal(p['B'][..., 0], 1.0)
+    np.testing.assert_array_equal(p['B'][..., 1], 0.0)
+    dt = np.exp(p['log_dt'])
+    assert np.all(dt >= dt_min * (1 - 1e-6)) and np.all(dt <= dt_max * (1 + 1e-6))
+    assert dt.max() / dt.min() > 2  # spread over the log range, not a constant
+    assert np.std(p['C']) > 0.3
+
+
+def test_discretization_is_stable_for_any_params():
+  """Re(A) = -exp(log_A_real) < 0 by construction, so |A_bar| < 1 whatever is learned."""
+  model, _ = _forward('sequential')
+  params = _params(2)
+  params['params']['log_A_real'] = params['params']['log_A_real'] + jnp.linspace(
+      -4.0, 4.0, N_STATE // 2)
+  params['params']['A_imag'] = params['params']['A_imag'] * -50.0
+  a_bar, _, _, _ = jax.jit(functools.partial(model.apply, method=model.discretize))(
+      params)
+  assert np.all(np.abs(np.asarray(a_bar)) < 1.0)
+
+
+def test_backends_agree():
+  """Sequential and associative scans give the same layer output (gradient agreement of
+  the two backends is tested on linear_scan itself in tests/ops/test_scan.py)."""
+  params = _params(3, 'inv')
+  x = _x(3)
+  y_seq, y_assoc = (_forward(b)[1](params, x) for b in BACKENDS)
+  np.testing.assert_allclose(np.asarray(y_assoc), np.asarray(y_seq), rtol=1e-5, atol=1e-6)
+
+
+def test_streaming_equals_parallel():
+  """Token-by-token step from init_state equals the parallel mode on both backends."""
+  model, _ = _forward('sequential')
+  params = _params(4)
+  x = _x(4)
+
+  @jax.jit
+  def stream(params, x):
+    state = model.apply(params, x.shape[0], method=model.init_state)
+    step = lambda s, x_t: model.apply(params, s, x_t, method=model.step)
+    state, ys = jax.lax.scan(step, state, jnp.swapaxes(x, 0, 1))
+    return state, jnp.swapaxes(ys, 0, 1)
+
+  state, y_stream = stream(params, x)
+  assert state.shape == (BATCH, D_MODEL, N_STATE // 2)
+  assert jnp.iscomplexobj(state)
+  for backend in BACKENDS:
+    _, fwd = _forward(backend)
+    np.testing.assert_allclose(np.asarray(y_stream), np.asarray(fwd(params, x)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_causal_and_padding_invariant():
+  _, fwd = _forward('sequential')
+  params = _params(5)
+  x = _x(5)
+  t0 = 7
+  x_pert = x.at[:, t0].add(10.0)
+  y, y_pert = fwd(params, x), fwd(params, x_pert)
+  np.testing.assert_array_equal(y[:, :t0], y_pert[:, :t0])
+  assert np.all(np.abs(np.asarray(y[:, t0:] - y_pert[:, t0:])).max(axis=(0, 2)) > 1e-3)
+  # Right padding with garbage (and a mask) leaves the real positions unchanged.
+  mask = jnp.arange(TIME)[None] < jnp.array([[TIME], [t0]])
+  x_pad = jnp.where(mask[..., None], x, 1e3)
+  y_pad = fwd(params, x_pad, mask)
+  np.testing.assert_allclose(y_pad[1, :t0], y[1, :t0], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(y_pad[0], y[0], rtol=1e-6, atol=1e-6)
+
+
+def test_no_unrolled_time_loop():
+  model, _ = _forward('sequential')
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
+  f = jax.jit(model.apply)
+  small = len(f.lower(params, jnp.zeros((BATCH, TIME, D_MODEL))).as_text())
+  large = len(f.lower(params, jnp.zeros((BATCH, 8 * TIME, D_MODEL))).as_text())
+  assert abs(large - small) <= 0.1 * small
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'state_size': 7}, 'state_size'),
+    ({'a_init': 'legs'}, "'lin', 'inv'"),
+    ({'scan_backend': 'fft'}, "'sequential', 'associative'"),
+    ({'dt_min': 0.2, 'dt_max': 0.1}, 'dt_min'),
+])
+def test_bad_arguments_raise(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    model = S4D(**{'d_model': D_MODEL, 'state_size': N_STATE, **kwargs})
+    jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
+
