@@ -20,7 +20,7 @@ from seqjax.data.errors import DataError
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
   """``data_dir`` if given, else ``$SEQJAX_DATA_DIR``, else ``~/.cache/seqjax/...``.
 
-  The same rule as the synthetic tasks, so one ``--data_dir`` serves every task.
+  Shared by every task family (real, synthetic), so one ``--data_dir`` serves all.
   """
   if data_dir:
     return os.fspath(data_dir)

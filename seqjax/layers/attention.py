@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers.base import State, not_streamable
-from seqjax.ops.attention import (apply_attention_weights, attention_weights,
-                                  make_attention_mask)
+from seqjax.ops.attention import (ATTENTION_IMPLS, apply_attention_weights,
+                                  attention_weights, make_attention_mask)
+from seqjax.ops.chunked_attention import chunked_attention
 from seqjax.ops.positions import apply_rope
 
 Array = jax.Array
@@ -46,6 +47,10 @@ class MultiHeadAttention(nn.Module):
     dropout: dropout rate on the attention weights.
     use_bias: biases in the four projections.
     rope_base: RoPE base (10000 in RoFormer).
+    attention_impl: ``'exact'`` (materialises the ``[time, time]`` weights) or
+      ``'chunked'`` (online softmax over blocks, O(time) memory, same numbers; cannot
+      return weights or apply weight dropout). Streaming ``step`` is exact either way.
+    chunk_size: block size of the chunked path.
     dtype: computation dtype; the softmax always runs in float32.
 
   Params: ``w_q``, ``w_k``, ``w_v``, ``w_o``, each a Dense with ``kernel``
@@ -60,6 +65,8 @@ class MultiHeadAttention(nn.Module):
   dropout: float = 0.0
   use_bias: bool = True
   rope_base: float = 10000.0
+  attention_impl: str = 'exact'
+  chunk_size: int = 512
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -69,6 +76,11 @@ class MultiHeadAttention(nn.Module):
     if self.rope and self.head_dim % 2:
       raise ValueError(f'rope=True needs an even head dim, got d_model / num_heads = '
                        f'{self.head_dim}')
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f'attention_impl={self.attention_impl!r} is not valid; choose one '
+                       f'of {list(ATTENTION_IMPLS)}')
+    if self.chunk_size <= 0:
+      raise ValueError(f'chunk_size={self.chunk_size} must be positive')
     dense = lambda name: nn.Dense(self.d_model, use_bias=self.use_bias,
                                   dtype=self.dtype, name=name)
     self.w_q, self.w_k, self.w_v, self.w_o = (dense(n) for n in
@@ -110,16 +122,27 @@ class MultiHeadAttention(nn.Module):
     Returns:
       ``y`` ``[batch, time, d_model]``, or ``(y, weights)`` with float32 weights
       ``[batch, heads, time, time]``. The weights are also sown as
-      ``intermediates/attention_weights`` (collect with ``mutable=['intermediates']``).
+      ``intermediates/attention_weights`` (collect with ``mutable=['intermediates']``)
+      on the exact path; the chunked path never forms them.
     """
+    chunked = self.attention_impl == 'chunked'
+    if chunked and return_weights:
+      raise ValueError("return_weights=True needs attention_impl='exact'; the chunked "
+                       'path never materialises the attention weights')
+    if chunked and self.dropout > 0 and not deterministic:
+      raise ValueError(f'attention-weight dropout (dropout={self.dropout}, '
+                       "deterministic=False) needs attention_impl='exact'; the chunked "
+                       'path never materialises the weights (set dropout=0)')
     time = x.shape[1]
     x = x.astype(self.dtype)
     q, k, v = self._project(x, jnp.arange(time, dtype=jnp.int32))
-    attn_mask = make_attention_mask(mask, causal=self.causal, t_q=time)
     # Heads move forward only here: RoPE and the cache work on [batch, time, heads, d_k].
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
-    # The one call site a future chunked (memory-efficient) kernel would replace when
-    # the weights are neither returned nor dropped out.
+    if chunked:
+      out = chunked_attention(q, k, v, key_mask=mask, causal=self.causal,
+                              block_q=self.chunk_size, block_k=self.chunk_size)
+      return self._merge(out.astype(self.dtype))
+    attn_mask = make_attention_mask(mask, causal=self.causal, t_q=time)
     weights = attention_weights(q, k, attn_mask)
     self.sow('intermediates', 'attention_weights', weights)
     dropped = self.attn_drop(weights, deterministic=deterministic)

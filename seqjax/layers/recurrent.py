@@ -7,6 +7,9 @@ else is generic and lives here, written once for every cell:
 * :func:`masked_scan` — one direction of one layer over time with ``jax.lax.scan``. On a
   padded token the carry is kept (``carry = where(mask_t, new, old)``) and the output is 0,
   so padding never advances the state and the result is correct for any mask.
+* :func:`seqjax.layers.recurrent_vjp.lstm_scan` — the LSTM's fused equivalent of
+  :func:`masked_scan` with a hand-written (cuDNN-style) backward pass; the stack uses it
+  by default (``fused_backward=True``), other cells keep autodiff of :func:`masked_scan`.
 * :class:`RecurrentStack` — PyTorch ``nn.LSTM``/``nn.GRU``-style stacking: ``num_layers``
   layers, optional bidirectional layers, dropout between layers, with the seqjax mixer
   interface (``__call__``/``init_state``/``step``, see ``seqjax.layers.base``).
@@ -36,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers.base import State, not_streamable
+from seqjax.layers.recurrent_vjp import fast_scan_for
 
 Array = jax.Array
 Params = Mapping[str, Array]
@@ -192,7 +196,11 @@ class RecurrentStack(nn.Module):
     bidirectional: add a backward direction per layer (then not causal, no streaming).
     dropout: dropout probability on every layer's output except the last.
     hoist_input_projection: input matmul for all steps before the scan (see
-      :func:`masked_scan`); both settings compute the same function.
+      :func:`masked_scan`); both settings compute the same function. Ignored by the
+      fused path (which projects the input per step: measured faster on CPU).
+    fused_backward: use the cell's fused scan with a hand-written backward pass when it
+      has one (the LSTM, :mod:`seqjax.layers.recurrent_vjp`); same function and
+      gradients as autodiff of :func:`masked_scan` (tested to 1e-5), faster to train.
     dtype: computation dtype (params stay float32; the state is at least float32).
   """
 
@@ -204,6 +212,7 @@ class RecurrentStack(nn.Module):
   bidirectional: bool = False
   dropout: float = 0.0
   hoist_input_projection: bool = False
+  fused_backward: bool = True
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -296,15 +305,20 @@ class RecurrentStack(nn.Module):
     # Time-major once for the whole stack: lax.scan iterates over the leading axis.
     h = jnp.swapaxes(x, 0, 1).astype(self.dtype)
     m = None if mask is None else jnp.swapaxes(mask, 0, 1).astype(bool)
+    fused = fast_scan_for(self.cell) if self.fused_backward else None
     final = []
     for k in range(self.num_layers):
       if k > 0:
         h = self.drop(h, deterministic=deterministic)
       outs, layer_final = [], {}
       for d in self.directions:
-        layer_final[d], y = masked_scan(
-            self.cell, params[k][d], h, m, initial_state[k][d], reverse=d == 'bwd',
-            hoist=self.hoist_input_projection)
+        if fused is not None:
+          layer_final[d], y = fused(params[k][d], h, m, initial_state[k][d],
+                                    reverse=d == 'bwd')
+        else:
+          layer_final[d], y = masked_scan(
+              self.cell, params[k][d], h, m, initial_state[k][d], reverse=d == 'bwd',
+              hoist=self.hoist_input_projection)
         outs.append(y)
       h = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
       h = h.astype(self.dtype)

@@ -41,7 +41,9 @@ def make_mixer(cfg: ModelConfig, causal: bool) -> nn.Module:
                 hoist_input_projection=cfg.hoist_input_projection, dtype=dtype)
   if cfg.model == 'transformer':
     return MultiHeadAttention(d, cfg.num_heads, causal=causal, rope=cfg.positions == 'rope',
-                              max_len=cfg.max_len, dropout=cfg.dropout, dtype=dtype)
+                              max_len=cfg.max_len, dropout=cfg.dropout,
+                              attention_impl=cfg.attention_impl,
+                              chunk_size=cfg.attention_chunk, dtype=dtype)
   if cfg.model == 's4d':
     return S4D(d, state_size=cfg.s4d_state_size, a_init=cfg.s4d_init,
                scan_backend=cfg.scan_backend, dtype=dtype)

@@ -42,6 +42,9 @@ class ModelConfig:
     mlp_ratio: MLP inner width as a multiple of ``d_model``; 0 removes the MLP.
     positions: how a Transformer learns order; ignored by order-aware families.
     causal: attention mask for a Transformer classifier (an LM is always causal).
+    attention_impl: ``exact`` (O(T²) weights) or ``chunked`` (online softmax over
+      ``attention_chunk``-sized blocks, O(T) memory, same numbers; no attention-weight
+      dropout and no returned weights).
     pooling: how a classifier turns ``[batch, time, d]`` into ``[batch, d]``.
     max_len: longest sequence (position table, KV-cache size, decode length bound).
   """
@@ -65,6 +68,8 @@ class ModelConfig:
   num_heads: int = 4
   positions: str = 'sinusoidal'
   causal: bool = True
+  attention_impl: str = 'exact'
+  attention_chunk: int = 512
   # Recurrent.
   hoist_input_projection: bool = False
   # State-space models.
@@ -133,8 +138,9 @@ def _validate(cfg: ModelConfig) -> None:
   _choice('dtype', cfg.dtype, DTYPES)
   _choice('norm', cfg.norm, ('layernorm', 'rmsnorm'))
   _choice('s4d_init', cfg.s4d_init, ('lin', 'inv'))
+  _choice('attention_impl', cfg.attention_impl, ('exact', 'chunked'))
   for name in ('d_model', 'num_layers', 'max_len', 'num_heads', 's4d_state_size',
-               'mamba_d_state', 'mamba_d_conv', 'mamba_expand'):
+               'mamba_d_state', 'mamba_d_conv', 'mamba_expand', 'attention_chunk'):
     _positive(name, getattr(cfg, name))
   for name in ('vocab_size', 'input_features', 'embed_dim', 'mlp_ratio', 'attn_dim',
                'tgt_vocab_size'):

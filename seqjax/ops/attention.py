@@ -14,10 +14,10 @@ all-zero weights and a zero output instead of a uniform average over padding (or
 with ``-inf`` fills), in values and in gradients.
 
 The exact implementation materialises the ``[t_q, t_k]`` weight matrix (O(T²) memory, the
-article's comparison table). A memory-efficient chunked variant (online softmax over key
-blocks, Rabe & Staats 2021) would live beside it in this file with the same
-``(q, k, v, mask) -> output`` contract, reusing the mask helpers below; it cannot return
-the weight matrix, which is why ``attention_weights`` is a separate function.
+article's comparison table). The memory-efficient chunked variant (online softmax over
+blocks, Rabe & Staats 2021) lives in ``seqjax.ops.chunked_attention``; ``attend`` picks
+either behind one ``(q, k, v, key_mask, causal) -> output`` contract. The chunked path
+cannot return the weight matrix, which is why ``attention_weights`` is a separate function.
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ import math
 import jax
 import jax.numpy as jnp
 
+from seqjax.ops.chunked_attention import chunked_attention
+
 Array = jax.Array
+
+# Implementations ``attend`` dispatches to.
+ATTENTION_IMPLS = ('exact', 'chunked')
 
 
 def attention_logits(q: Array, k: Array) -> Array:
@@ -98,6 +103,32 @@ def scaled_dot_product_attention(q: Array, k: Array, v: Array,
   """
   weights = attention_weights(q, k, mask)
   return apply_attention_weights(weights, v), weights
+
+
+def attend(q: Array, k: Array, v: Array, *, key_mask: Array | None = None,
+           causal: bool = False, impl: str = 'exact', chunk_size: int = 512) -> Array:
+  """Masked attention output by the chosen implementation (same numbers either way).
+
+  Args:
+    q, k, v: ``[batch, heads, t_q, d_k]``, ``[batch, heads, t_k, d_k]``,
+      ``[batch, heads, t_k, d_v]``.
+    key_mask: ``[batch, t_k]`` bool, True = real key; ``None`` = all real.
+    causal: query ``i`` sees keys ``j <= i``.
+    impl: ``'exact'`` materialises the ``[t_q, t_k]`` weights (O(T²) memory);
+      ``'chunked'`` uses online softmax over ``chunk_size`` blocks (O(T) memory).
+    chunk_size: query and key block size of the chunked path.
+
+  Returns:
+    ``[batch, heads, t_q, d_v]`` in ``v``'s dtype.
+  """
+  if impl == 'exact':
+    mask = make_attention_mask(key_mask, causal=causal, t_q=q.shape[2], t_k=k.shape[2])
+    return apply_attention_weights(attention_weights(q, k, mask), v)
+  if impl == 'chunked':
+    return chunked_attention(q, k, v, key_mask=key_mask, causal=causal,
+                             block_q=chunk_size, block_k=chunk_size)
+  raise ValueError(f'attention impl={impl!r} is not valid; choose one of '
+                   f'{list(ATTENTION_IMPLS)}')
 
 
 # ----------------------------------------------------------------------------- masks

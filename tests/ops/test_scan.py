@@ -9,14 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax.ops.scan import ScanBackend, final_state, linear_scan, resolve_backend
+from seqjax.ops.scan import (ScanBackend, final_state, linear_scan, resolve_backend,
+                             select_backend)
 
-BACKENDS = [b.value for b in ScanBackend]
+# Concrete backends; 'auto' is one of them on any platform (test_auto_resolves_per_platform).
+BACKENDS = [b.value for b in ScanBackend if b is not ScanBackend.AUTO]
 BATCH, TIME, DIM = 2, 9, 3
 
 # One jitted entry point: eager dispatch of the associative scan's many small ops is
 # slower than compiling it.
-scan = jax.jit(linear_scan, static_argnames=('reverse', 'backend', 'axis'))
+scan = jax.jit(linear_scan, static_argnames=('reverse', 'backend', 'axis', 'chunk_size'))
 
 
 def np_linear_scan(a, b, h0=None, reverse=False):
@@ -100,12 +102,16 @@ def test_backends_agree_values_and_gradients(complex_):
     h_rev = linear_scan(a, b, h0, reverse=True, backend=backend)
     return jnp.sum(w[0] * jnp.abs(h_fwd) ** 2 + w[1] * jnp.abs(h_rev) ** 2)
 
-  (v_ref, g_ref), (v, g) = (loss(a, b, h0, backend) for backend in BACKENDS)
-  np.testing.assert_allclose(v, v_ref, rtol=1e-5)
-  for g_backend, g_base in zip(g, g_ref):
-    assert np.abs(np.asarray(g_base)).max() > 0
-    np.testing.assert_allclose(np.asarray(g_backend), np.asarray(g_base), rtol=1e-4,
-                               atol=1e-5)
+  v_ref, g_ref = loss(a, b, h0, 'sequential')
+  # 'auto' resolves to one of these (test_auto_resolves_per_platform), so it is not
+  # compiled again here.
+  for backend in ('associative', 'chunked'):
+    v, g = loss(a, b, h0, backend)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+    for g_backend, g_base in zip(g, g_ref):
+      assert np.abs(np.asarray(g_base)).max() > 0
+      np.testing.assert_allclose(np.asarray(g_backend), np.asarray(g_base), rtol=1e-4,
+                                 atol=1e-5)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -150,3 +156,50 @@ def test_no_unrolled_time_loop():
   # (about +70 % here); an unrolled loop would be about 8x.
   assoc_small, assoc_large = _hlo_size('associative', t), _hlo_size('associative', 8 * t)
   assert assoc_large < 2 * assoc_small
+  # Chunked: one loop over chunks plus an unrolled body of chunk_size steps (constant).
+  chunk_small, chunk_large = _hlo_size('chunked', t), _hlo_size('chunked', 8 * t)
+  assert abs(chunk_large - chunk_small) <= 0.1 * chunk_small
+
+
+@pytest.mark.parametrize('time, chunk_size', [(20, 8), (5, 8)])
+def test_chunked_any_length_values_and_gradients(time, chunk_size):
+  """T a multiple of the chunk, not a multiple, and shorter than one chunk; complex a, b
+  and h0; both directions: values vs the NumPy loop, gradients vs the sequential scan."""
+  rng = np.random.default_rng(time)
+  shape = (2, time, 3)
+  a = (rng.uniform(-1, 1, shape) * np.exp(1j * rng.uniform(0, 6.3, shape))).astype(
+      np.complex64)
+  b = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+  h0 = (rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3))).astype(np.complex64)
+  w = rng.normal(size=(2,) + shape).astype(np.float32)
+
+  def loss(a, b, h0, backend):
+    hs = [linear_scan(a, b, h0, reverse=r, backend=backend, chunk_size=chunk_size)
+          for r in (False, True)]
+    return jnp.sum(w[0] * jnp.abs(hs[0]) ** 2 + w[1] * jnp.abs(hs[1]) ** 2), hs
+
+  grads = {}
+  for backend in ('sequential', 'chunked'):
+    f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True),
+                static_argnums=3)
+    (_, hs), grads[backend] = f(a, b, h0, backend)
+    for reverse, h in zip((False, True), hs):
+      np.testing.assert_allclose(np.asarray(h), np_linear_scan(a, b, h0, reverse),
+                                 rtol=1e-5, atol=1e-5)
+  for g_chunk, g_seq in zip(grads['chunked'], grads['sequential']):
+    np.testing.assert_allclose(np.asarray(g_chunk), np.asarray(g_seq), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_auto_resolves_per_platform():
+  """'auto' is a concrete backend for every platform and equals it on this one."""
+  for platform in ('cpu', 'gpu', 'tpu'):
+    for time, size in ((16, 64), (4096, 2 ** 20)):
+      assert select_backend(platform, time, size) in (
+          ScanBackend.SEQUENTIAL, ScanBackend.ASSOCIATIVE, ScanBackend.CHUNKED)
+  a, b, h0 = _inputs(8, False)
+  chosen = select_backend(jax.default_backend(), TIME, a.size).value
+  np.testing.assert_array_equal(np.asarray(scan(a, b, h0, backend='auto')),
+                                np.asarray(scan(a, b, h0, backend=chosen)))
+  with pytest.raises(ValueError, match='chunk_size'):
+    linear_scan(a, b, chunk_size=0)

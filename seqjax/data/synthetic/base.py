@@ -31,6 +31,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from seqjax.data.real_common import default_data_dir, resolve_options
 from seqjax.data.registry import Task
 from seqjax.data.spec import TaskSpec
 
@@ -41,19 +42,6 @@ SPLIT_OPTIONS = {'train': 'num_train', 'validation': 'num_validation', 'test': '
 SPLIT_DEFAULTS = {'num_train': 10000, 'num_validation': 1000, 'num_test': 1000}
 TOKEN_METRICS = ('token_accuracy', 'sequence_accuracy')
 GENERATION_CHUNK = 1024  # examples generated per vectorised call
-
-
-def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
-  """``data_dir`` if given, else ``$SEQJAX_DATA_DIR``, else ``~/.cache/seqjax/...``."""
-  if data_dir:
-    return os.fspath(data_dir)
-  env = os.environ.get('SEQJAX_DATA_DIR')
-  if env:
-    return env
-  return os.path.expanduser('~/.cache/seqjax/tensorflow_datasets')
-
-
-# ----------------------------------------------------------------------------- options
 
 
 def check_int(task: str, opts: dict[str, Any], name: str, minimum: int,
@@ -87,16 +75,6 @@ def check_choice(task: str, opts: dict[str, Any], name: str,
   if value not in choices:
     raise ValueError(f'task {task!r}: option {name}={value!r} must be one of {list(choices)}')
   return value
-
-
-def resolve_options(task: str, defaults: dict[str, Any],
-                    options: dict[str, Any]) -> dict[str, Any]:
-  """Defaults overridden by ``options``; an unknown option is a one-line ValueError."""
-  unknown = sorted(set(options) - set(defaults))
-  if unknown:
-    raise ValueError(f'task {task!r}: unknown option {unknown[0]!r}; valid options: '
-                     f'{sorted(defaults)}')
-  return {**defaults, **options}
 
 
 def _format_value(value: Any) -> str:

@@ -1,0 +1,119 @@
+"""Findings and the Markdown report: claim, prediction, measurement, verdict, figures.
+
+Every number in a report comes from the run that wrote it; the environment block records
+device, library versions, suite and seed so a reader can reproduce it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import platform
+import time
+from typing import Any
+
+import flax
+import jax
+import numpy as np
+import optax
+
+
+@dataclasses.dataclass
+class Finding:
+  """The outcome of one experiment.
+
+  Attributes:
+    experiment: short name (``speed``, ``memory`` ...), also the CSV/PNG file stem.
+    title: section heading.
+    claim: the claim under test, as the article's table states it.
+    prediction: what the claim predicts this run should measure.
+    measured: Markdown summary of the measurement (tables welcome).
+    verdict: ``supported`` / ``contradicted`` / ``mixed`` / ``not measured``, with why.
+    figures: PNG file names (relative to the output directory).
+    records: raw rows, written to ``<experiment>.csv`` and ``results.json``.
+  """
+
+  experiment: str
+  title: str
+  claim: str
+  prediction: str
+  measured: str
+  verdict: str
+  figures: list[str] = dataclasses.field(default_factory=list)
+  records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def environment(suite_name: str, seed: int, families: list[str]) -> dict[str, Any]:
+  return {
+      'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+      'backend': jax.default_backend(),
+      'devices': [f'{d.device_kind} ({d.platform})' for d in jax.devices()],
+      'cpu_count': os.cpu_count(),
+      'processor': platform.processor() or platform.machine(),
+      'python': platform.python_version(),
+      'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
+      'numpy': np.__version__,
+      'suite': suite_name, 'seed': seed, 'families': families,
+  }
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str],
+                   formats: dict[str, str] | None = None) -> str:
+  formats = formats or {}
+  out = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+  for row in rows:
+    cells = []
+    for col in columns:
+      value = row.get(col, '')
+      fmt = formats.get(col)
+      cells.append(format(value, fmt) if fmt and isinstance(value, (int, float)) else
+                   str(value))
+    out.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(out)
+
+
+def write_records(outdir: str, finding: Finding) -> None:
+  if not finding.records:
+    return
+  columns = sorted({key for row in finding.records for key in row})
+  with open(os.path.join(outdir, f'{finding.experiment}.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(finding.records)
+
+
+def write_report(outdir: str, env: dict[str, Any], findings: list[Finding]) -> str:
+  """Writes ``report.md``, ``results.json`` and one CSV per experiment; returns the path."""
+  for finding in findings:
+    write_records(outdir, finding)
+  with open(os.path.join(outdir, 'results.json'), 'w') as f:
+    json.dump({'environment': env,
+               'findings': [dataclasses.asdict(x) for x in findings]}, f, indent=1,
+              default=float)
+  lines = ['# LSTM vs Transformer vs SSMs: measured', '',
+           'Each section takes one claim from the classic comparison table, says what it '
+           'predicts, and reports what this run measured. Timings depend on the machine '
+           'below; ratios between families measured in the same run are the robust part.',
+           '', '## Environment', '']
+  lines += [f'- **{key}**: {value}' for key, value in env.items()]
+  lines += ['', '## Summary', '',
+            markdown_table([{'experiment': x.title, 'verdict': x.verdict.split('.')[0]}
+                            for x in findings], ['experiment', 'verdict']), '']
+  for finding in findings:
+    lines += [f'## {finding.title}', '', f'**Claim.** {finding.claim}', '',
+              f'**Prediction.** {finding.prediction}', '', '**Measured.**', '',
+              finding.measured, '']
+    lines += [f'![{finding.title}]({name})' for name in finding.figures]
+    lines += ['', f'**Verdict.** {finding.verdict}', '']
+  path = os.path.join(outdir, 'report.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines))
+  return path
+
+
+def growth_exponent(lengths: list[float], values: list[float]) -> float:
+  """Least-squares slope of log(value) against log(length): ~1 linear, ~2 quadratic."""
+  x, y = np.log(np.asarray(lengths, float)), np.log(np.asarray(values, float))
+  return float(np.polyfit(x, y, 1)[0])

@@ -1,0 +1,100 @@
+"""Claim: LSTMs train slowly because they are sequential; Transformers train fast because
+every position is computed in parallel. SSMs: recurrent, yet trainable in parallel."""
+
+from __future__ import annotations
+
+import os
+
+from experiments.comparison import plots
+from experiments.comparison.measure import lm_functions, timed
+from experiments.comparison.report import Finding, markdown_table
+from experiments.comparison.suite import Suite, model_config
+
+SSM_BACKENDS = ('sequential', 'associative')
+
+
+def variants(families: list[str]) -> list[tuple[str, dict]]:
+  """(label, config overrides): SSMs once per scan backend, the rest once."""
+  out = []
+  for family in families:
+    if family in ('s4d', 'mamba'):
+      out += [(f'{family} ({b} scan)', {'scan_backend': b}) for b in SSM_BACKENDS]
+    else:
+      out.append((family, {}))
+  return out
+
+
+def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
+  records = []
+  for label, overrides in variants(families):
+    family = label.split(' ')[0]
+    for length in suite.speed_lengths:
+      cfg = model_config(suite, family, max_len=length + 1, **overrides)
+      params, tokens, grad_fn, _ = lm_functions(cfg, suite.batch_size, length + 1, seed)
+      ms = timed(grad_fn, params, tokens, repeats=suite.repeats)
+      records.append({'model': label, 'family': family, 'seq_len': length,
+                      'd_model': cfg.d_model, 'ms_per_step': ms,
+                      'tokens_per_s': suite.batch_size * length / (ms / 1e3)})
+  figure = 'speed.png'
+  plots.lines(records, x='seq_len', y='ms_per_step', group='model',
+              path=os.path.join(outdir, figure),
+              title='Training step (forward + backward) time vs sequence length',
+              xlabel='sequence length (tokens)', ylabel='ms per step (median)', loglog=True)
+  return Finding(
+      experiment='speed', title='1. Training speed: sequential vs parallel',
+      claim='LSTM: sequential computation, slow training. Transformer: all tokens in '
+            'parallel, fast training. SSMs (Mamba) keep a recurrence but train in parallel.',
+      prediction='At equal parameter count the Transformer step is faster than the LSTM '
+                 'step, and the gap grows with length; the parallel (associative) scan '
+                 'beats the sequential one for SSMs.',
+      measured=_summary(records, suite),
+      verdict=_verdict(records, suite), figures=[figure], records=records)
+
+
+def _at(records, model, length):
+  for r in records:
+    if r['model'] == model and r['seq_len'] == length:
+      return r['ms_per_step']
+  return None
+
+
+def _summary(records, suite) -> str:
+  models = list(dict.fromkeys(r['model'] for r in records))
+  rows = [{'model': m, **{f'T={t}': _at(records, m, t) for t in suite.speed_lengths}}
+          for m in models]
+  cols = ['model'] + [f'T={t}' for t in suite.speed_lengths]
+  return ('Median milliseconds per forward+backward pass, batch '
+          f'{suite.batch_size}, ~{suite.target_params:,} parameters per model:\n\n' +
+          markdown_table(rows, cols, {c: '.1f' for c in cols[1:]}))
+
+
+def _verdict(records, suite) -> str:
+  parts, verdicts = [], []
+  models = {r['model'] for r in records}
+  if {'lstm', 'transformer'} <= models:
+    ratios = {t: _at(records, 'lstm', t) / _at(records, 'transformer', t)
+              for t in suite.speed_lengths}
+    faster = [t for t, r in ratios.items() if r > 1]
+    text = ', '.join(f'T={t}: {r:.2f}x' for t, r in ratios.items())
+    parts.append(f'LSTM time / Transformer time: {text}.')
+    verdicts.append('supported' if len(faster) == len(ratios) else
+                    'contradicted' if not faster else 'mixed')
+    if faster and len(faster) < len(ratios):
+      parts.append(f'The Transformer is faster only at T in {faster}.')
+  for family in ('s4d', 'mamba'):
+    seq, par = f'{family} (sequential scan)', f'{family} (associative scan)'
+    if {seq, par} <= models:
+      t = suite.speed_lengths[-1]
+      ratio = _at(records, seq, t) / _at(records, par, t)
+      if abs(ratio - 1) < 0.05:
+        outcome = 'about equal'
+      elif ratio > 1:
+        outcome = 'the parallel scan is faster'
+      else:
+        outcome = ('the sequential scan is faster on this device: the parallel scan trades '
+                   'about twice the arithmetic and memory traffic for log-depth '
+                   'parallelism, which pays off only on wide parallel hardware')
+      parts.append(f'{family}: sequential / associative scan time at T={t} is '
+                   f'{ratio:.2f} ({outcome}).')
+  head = verdicts[0] if verdicts else 'not measured'
+  return f'{head.capitalize()}. ' + ' '.join(parts)

@@ -1,0 +1,12 @@
+"""Adding problem (Hochreiter & Schmidhuber 1997): regression on continuous inputs."""
+
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.task = 'adding'
+  c.task_options.update({'seq_len': 50})
+  c.model = 'lstm'
+  c.model_cfg.max_len = 64
+  return c

@@ -1,0 +1,11 @@
+"""Associative recall (Ba et al. 2016): the value paired with the queried key."""
+
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.task = 'associative_recall'
+  c.task_options.update({'num_pairs': 8})
+  c.model_cfg.max_len = 64
+  return c

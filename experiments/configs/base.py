@@ -1,0 +1,73 @@
+"""Base experiment config; every per-task file starts from it and overrides what differs.
+
+Every field can be overridden from the command line, e.g.
+``--config.model=mamba --config.model_cfg.d_model=128 --config.learning_rate=3e-4``.
+``model_cfg`` holds the ``seqjax.models.config.ModelConfig`` fields the user chooses; the
+task fixes the rest (head, vocabularies, number of classes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from seqjax.models.config import ModelConfig
+
+# Fixed by the task (TaskSpec.model_fields) or by config.model, so not in model_cfg.
+TASK_FIXED = ('model', 'head', 'vocab_size', 'input_features', 'num_classes',
+              'tgt_vocab_size')
+
+
+def model_defaults(**overrides) -> ml_collections.ConfigDict:
+  fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+            if f.name not in TASK_FIXED}
+  fields.update(d_model=64, num_layers=2, max_len=512)
+  fields.update(overrides)
+  return ml_collections.ConfigDict(fields)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Task (seqjax.data.registry.get_task(task, data_dir=..., seed=seed, **task_options)).
+  c.task = 'selective_copying'
+  # Split sizes are options of every synthetic task; a per-task file updates the rest.
+  c.task_options = ml_collections.ConfigDict(
+      {'num_train': 10000, 'num_validation': 1000, 'num_test': 1000})
+  c.data_dir = ''          # '' = $SEQJAX_DATA_DIR or ~/.cache/seqjax/tensorflow_datasets
+  # Model.
+  c.model = 'transformer'
+  c.model_cfg = model_defaults()
+  # Optimisation: AdamW, warmup + cosine/constant, global-norm clipping.
+  c.seed = 0
+  c.batch_size = 32        # global batch (all devices, all micro-batches)
+  c.grad_accum_steps = 1   # micro-batches per update
+  c.num_steps = 1000
+  c.learning_rate = 1e-3
+  c.lr_schedule = 'cosine'
+  c.warmup_steps = 100
+  c.min_lr_ratio = 0.1
+  c.weight_decay = 0.01
+  c.b1 = 0.9
+  c.b2 = 0.98
+  c.eps = 1e-8
+  c.grad_clip = 1.0
+  # Evaluation, logging, checkpoints.
+  c.eval_every = 200       # 0 = no validation during training
+  c.eval_steps = 0         # validation batches per evaluation; 0 = the whole split
+  c.eval_batch_size = 0    # 0 = batch_size
+  c.log_every = 50
+  c.checkpoint_every = 200
+  c.keep_checkpoints = 2   # last k, plus the best by the task's eval metric
+  c.async_checkpoint = True
+  c.tensorboard = True
+  # Devices.
+  c.num_devices = 0        # 0 = all visible devices
+  c.fsdp = False           # shard large parameters over the data axis (ZeRO-3 style)
+  c.fsdp_min_size = 1024   # parameters with fewer entries stay replicated
+  c.multihost = False      # call jax.distributed.initialize()
+  # Test hooks: poison the loss of this update (1-based) to exercise the NaN guard;
+  # SIGKILL the process right after this update to simulate a crash.
+  c.nan_at_step = -1
+  c.kill_at_step = -1
+  return c

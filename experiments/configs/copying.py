@@ -1,0 +1,11 @@
+"""Copying memory (Arjovsky et al. 2016): recall a prefix after a long delay."""
+
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.task = 'copying'
+  c.task_options.update({'num_tokens': 10, 'delay': 50})
+  c.model_cfg.max_len = 128
+  return c

@@ -1,0 +1,11 @@
+"""Multi-query associative recall (Arora et al. 2023, Zoology)."""
+
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.task = 'mqar'
+  c.task_options.update({'seq_len': 64, 'num_pairs': 8})
+  c.model_cfg.max_len = 128
+  return c

@@ -1,0 +1,107 @@
+"""Mamba block vs Transformer block: where the crossover is (issue 6, item 4).
+
+One seqjax ``ResidualBlock`` per family at matched width (``d_model=256``, the same
+pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison backbone):
+
+* ``mamba``: ``Mamba(256, d_state=16, expand=2)`` with ``ModelConfig``'s default scan
+  backend; full runs add ``mamba_auto`` (``scan_backend='auto'``) when it exists;
+* ``transformer_chunked``: causal ``MultiHeadAttention(256, 4 heads)`` with the
+  memory-efficient chunked path (512-blocks), the sensible choice for long inputs;
+* ``transformer_exact``: the same with exact O(T²) attention (up to T=4096).
+
+One step = forward + gradients w.r.t. params and input of ``sum(block(x) * w)``, batch 1,
+float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). Reported: median ms, tokens/s, temp memory,
+and a summary record with the crossover length: the smallest measured T from which Mamba
+stays faster than each Transformer variant.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from scripts.benchmarks import common
+from scripts.benchmarks.compiled import compile_with_stats
+from seqjax.layers.attention import MultiHeadAttention
+from seqjax.layers.block import ResidualBlock
+from seqjax.layers.mamba import Mamba
+from seqjax.models.config import ModelConfig
+
+D_MODEL, HEADS, BATCH = 256, 4, 1
+
+
+def _has_auto_backend() -> bool:
+  try:
+    from seqjax.ops.scan import resolve_backend  # pylint: disable=import-outside-toplevel
+    resolve_backend('auto')
+    return True
+  except (ImportError, ValueError):
+    return False
+
+
+def _blocks(quick: bool) -> dict[str, ResidualBlock]:
+  default_backend = ModelConfig().scan_backend
+  mixers = {
+      'mamba': Mamba(D_MODEL, d_state=16, expand=2, scan_backend=default_backend),
+      'transformer_chunked': MultiHeadAttention(D_MODEL, HEADS, causal=True,
+                                                attention_impl='chunked', chunk_size=512),
+      'transformer_exact': MultiHeadAttention(D_MODEL, HEADS, causal=True),
+  }
+  if not quick and default_backend != 'auto' and _has_auto_backend():
+    mixers['mamba_auto'] = Mamba(D_MODEL, d_state=16, expand=2, scan_backend='auto')
+  return {name: ResidualBlock(mixer, D_MODEL, 4 * D_MODEL) for name, mixer in mixers.items()}
+
+
+def _crossover(rows: list[dict], fast: str, slow: str) -> int | None:
+  """Smallest T from which ``fast`` is faster than ``slow`` at every longer measured T."""
+  ms = {(r['variant'], r['T']): r['median_ms'] for r in rows if 'median_ms' in r}
+  lengths = sorted({t for (v, t) in ms if v == slow and (fast, t) in ms})
+  found = None
+  for t in reversed(lengths):
+    if ms[(fast, t)] < ms[(slow, t)]:
+      found = t
+    else:
+      break
+  return found
+
+
+def run(quick: bool = False) -> list[dict]:
+  lengths = (256, 1024, 2048) if quick else (256, 512, 1024, 2048, 4096, 8192)
+  records = []
+  for name, block in _blocks(quick).items():
+    params = block.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, D_MODEL)))['params']
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+    def loss(p, x, w, block=block):
+      return jnp.sum(block.apply({'params': p}, x) * w)
+
+    step = jax.grad(loss, (0, 1))
+    for t in lengths:
+      if name == 'transformer_exact' and (quick or t > 4096):
+        continue  # O(T²): ~1 GiB of weights per layer at 8K; quick mode skips it.
+      if name == 'mamba_auto' and t > 2048:
+        continue  # a side comparison of scan backends; the long points cost minutes.
+      kx, kw = jax.random.split(jax.random.PRNGKey(t))
+      x = jax.random.normal(kx, (BATCH, t, D_MODEL), jnp.float32)
+      w = jax.random.normal(kw, (BATCH, t, D_MODEL), jnp.float32)
+      compiled, stats = compile_with_stats(step, params, x, w)
+      timing = common.time_fn(compiled, params, x, w, warmup=1,
+                              repeats=2 if quick else 3 if t >= 4096 else 5)
+      records.append({'bench': 'mamba_vs_transformer', 'variant': name, 'T': t,
+                      'batch': BATCH, 'd_model': D_MODEL, 'params': n_params,
+                      **stats, **timing,
+                      'tokens_per_s': BATCH * t / (timing['median_ms'] * 1e-3)})
+  summary = {'bench': 'mamba_vs_transformer', 'variant': 'summary',
+             'mamba_scan_backend': ModelConfig().scan_backend, 'lengths': list(lengths)}
+  mambas = sorted({r['variant'] for r in records if r['variant'].startswith('mamba')})
+  for mamba in mambas:
+    for other in ('transformer_chunked', 'transformer_exact'):
+      summary[f'{mamba}_faster_than_{other}_from_T'] = _crossover(records, mamba, other)
+      summary[f'{other}_faster_than_{mamba}_from_T'] = _crossover(records, other, mamba)
+  records.append(summary)
+  return records
+
+
+if __name__ == '__main__':
+  for r in run(quick=True):
+    common.emit(r)

@@ -1,0 +1,84 @@
+"""Linear-recurrence scan benchmark (issue 6, item 3): every ``linear_scan`` backend.
+
+For each shape ``[B, T, D]`` (real float32 and complex64, the dtype S4D scans in), times
+``h_t = a_t h_{t-1} + b_t`` with each backend and reports the bytes the scan must move
+(read ``a`` and ``b``, write ``h``) per second, as a fraction of the bandwidth of an
+elementwise ``a*b+c`` over the same number of elements measured in the same run
+(the ``common.elementwise_bandwidth_gbs`` kernel, timed round-robin with the scans), and
+``auto``'s time relative to the fastest backend. ``*_best`` fields use the minimum over
+repeats instead of the median (less sensitive to other jobs on a shared machine).
+Forward only (the backward pass is another linear scan of the same size).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from scripts.benchmarks import common
+from seqjax.ops.scan import ScanBackend, linear_scan, select_backend
+
+FULL_SHAPES = [(8, 4096, 256), (8, 4096, 16), (8, 4096, 1024), (8, 256, 16),
+               (8, 256, 256), (8, 256, 1024)]
+QUICK_SHAPES = [(8, 4096, 256), (8, 256, 256), (8, 4096, 16)]
+
+
+def _inputs(shape: tuple[int, int, int], complex_: bool):
+  ka, kb = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.random.uniform(ka, shape, minval=0.5, maxval=1.0)
+  b = jax.random.normal(kb, shape)
+  if complex_:
+    a = a * jnp.exp(0.1j).astype(jnp.complex64)
+    b = b.astype(jnp.complex64)
+  return a, b
+
+
+def run(quick: bool = False) -> list[dict]:
+  """One record per (shape, dtype, backend), plus ``auto_vs_fastest`` on every record."""
+  shapes = QUICK_SHAPES if quick else FULL_SHAPES
+  repeats = 5 if quick else 9
+  backends = [b.value for b in ScanBackend]
+  records = []
+  for complex_ in (False, True):
+    for shape in shapes:
+      if quick and complex_ and shape != (8, 4096, 256):
+        continue
+      a, b = _inputs(shape, complex_)
+      num = a.size * (2 if complex_ else 1)  # complex = two float32 per element
+      x, y, z = (jnp.full((num,), v, jnp.float32) for v in (1.0, 0.5, 0.25))
+      # Round-robin timing, the elementwise peer included: on a loaded machine only
+      # interleaving keeps ratios honest ('auto' and the backend it resolves to are the
+      # same program, so their ratio should read ~1).
+      fns = {n: (jax.jit(functools.partial(linear_scan, backend=n)), (a, b))
+             for n in backends}
+      fns['_elementwise'] = (jax.jit(lambda x, y, z: x * y + z), (x, y, z))
+      timings = common.time_interleaved(fns, repeats=repeats)
+      elementwise = timings.pop('_elementwise')
+      nbytes = 3 * a.size * a.dtype.itemsize  # read a, b; write h
+      for stat in ('median_ms', 'min_ms'):
+        fastest = min(t[stat] for n, t in timings.items() if n != 'auto')
+        for t in timings.values():
+          t[f'vs_fastest_{stat[:-3]}'] = t[stat] / fastest
+      bandwidth = 16 * num / (elementwise['median_ms'] * 1e-3) / 1e9
+      bandwidth_best = 16 * num / (elementwise['min_ms'] * 1e-3) / 1e9
+      for backend, t in timings.items():
+        gbs = nbytes / (t['median_ms'] * 1e-3) / 1e9
+        gbs_best = nbytes / (t['min_ms'] * 1e-3) / 1e9
+        records.append({
+            'bench': 'linear_scan', 'backend': backend, 'batch': shape[0],
+            'time': shape[1], 'dim': shape[2], 'dtype': str(a.dtype),
+            'auto_resolves_to': select_backend(jax.default_backend(), shape[1],
+                                               a.size).value,
+            'median_ms': t['median_ms'], 'min_ms': t['min_ms'], 'gb_per_s': gbs,
+            'elementwise_gb_per_s': bandwidth, 'frac_elementwise_bw': gbs / bandwidth,
+            'frac_elementwise_bw_best': gbs_best / bandwidth_best,
+            'vs_fastest': t['vs_fastest_median'], 'vs_fastest_best': t['vs_fastest_min'],
+            'auto_vs_fastest': timings['auto']['vs_fastest_median'],
+            'auto_vs_fastest_best': timings['auto']['vs_fastest_min']})
+  return records
+
+
+if __name__ == '__main__':
+  common.run_standalone(run, __doc__)

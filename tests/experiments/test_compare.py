@@ -1,0 +1,88 @@
+"""The comparison report: end to end on the smoke suite, and its numerical helpers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments.comparison import memory, order, speed, streaming
+from experiments.comparison.report import environment, growth_exponent, write_report
+from experiments.comparison.suite import SUITES
+
+SMOKE = SUITES['smoke']
+
+
+def test_growth_exponent_recovers_power_laws():
+  lengths = [128, 256, 512, 1024]
+  for power in (1.0, 2.0):
+    values = [3.0 * n ** power for n in lengths]
+    assert growth_exponent(lengths, values) == pytest.approx(power, abs=1e-9)
+  # A constant plus a quadratic term: the slope lies between the two regimes.
+  mixed = [1e5 + n ** 2 for n in lengths]
+  assert 0.5 < growth_exponent(lengths, mixed) < 2.0
+
+
+@pytest.fixture(scope='module')
+def report_dir(tmp_path_factory):
+  outdir = str(tmp_path_factory.mktemp('compare'))
+  families = ['lstm', 'transformer']
+  # The order test needs every variant; the timing experiments are exercised on the
+  # Transformer (exact and chunked attention) to keep the suite fast.
+  findings = [order.run(SMOKE, families, outdir, seed=0)]
+  findings += [module.run(SMOKE, ['transformer'], outdir, seed=0)
+               for module in (memory, streaming, speed)]
+  write_report(outdir, environment('smoke', 0, families), findings)
+  return outdir, findings
+
+
+def test_order_blindness_is_exactly_the_unpositioned_encoder(report_dir):
+  _, findings = report_dir
+  rows = {r['model']: r for r in findings[0].records}
+  assert rows['transformer encoder, no positions']['order_blind']
+  blind = [name for name, r in rows.items() if r['order_blind']]
+  assert blind == ['transformer encoder, no positions']
+  assert rows['transformer decoder (causal), no positions']['relative_change'] > 1e-3
+  assert findings[0].verdict.startswith('Supported')
+
+
+def test_report_has_every_section_figure_and_raw_number(report_dir):
+  outdir, findings = report_dir
+  text = open(os.path.join(outdir, 'report.md')).read()
+  for finding in findings:
+    assert f'## {finding.title}' in text and finding.verdict in text
+    for figure in finding.figures:
+      assert os.path.getsize(os.path.join(outdir, figure)) > 1000  # a real PNG
+    with open(os.path.join(outdir, f'{finding.experiment}.csv')) as f:
+      assert len(list(csv.DictReader(f))) == len(finding.records)
+  results = json.load(open(os.path.join(outdir, 'results.json')))
+  assert results['environment']['seed'] == 0 and results['environment']['jax']
+  # One row per (variant, length): exact and chunked Transformer.
+  assert len(findings[1].records) == 2 * len(SMOKE.memory_lengths)
+
+
+def test_memory_records_are_positive_and_exact_attention_grows_faster(report_dir):
+  _, findings = report_dir
+  rows = findings[1].records
+  assert all(r['train_temp_mib'] > 0 and r['peak_rss_mib_at_longest'] > 0 for r in rows)
+
+  def growth(model):
+    by_len = {r['seq_len']: r['train_temp_mib'] for r in rows if r['model'] == model}
+    return by_len[max(by_len)] / by_len[min(by_len)]
+
+  # Exact attention materialises [T, T] weights; the chunked kernel does not, so its
+  # buffers grow more slowly with length.
+  assert growth('transformer') > growth('transformer (chunked attention)')
+
+
+def test_streaming_and_speed_rows_cover_the_grid(report_dir):
+  _, findings = report_dir
+  stream, speed_finding = findings[2], findings[3]
+  assert {(r['family'], r['context']) for r in stream.records} == {
+      ('transformer', c) for c in SMOKE.stream_contexts}
+  assert all(np.isfinite(r['ms_per_token']) and r['ms_per_token'] > 0
+             for r in stream.records)
+  assert {r['seq_len'] for r in speed_finding.records} == set(SMOKE.speed_lengths)
