@@ -14,12 +14,12 @@ import time
 
 from absl import app, flags, logging
 
-from experiments.comparison import memory, order, speed, streaming
+from experiments.comparison import longrange, memory, order, speed, streaming
 from experiments.comparison.report import environment, write_report
 from experiments.comparison.suite import FAMILIES, SUITES
 
 EXPERIMENTS = {'speed': speed.run, 'memory': memory.run, 'streaming': streaming.run,
-               'order': order.run}
+               'longrange': longrange.run, 'order': order.run}
 
 _SUITE = flags.DEFINE_enum('suite', 'quick', list(SUITES), 'Problem sizes and budgets.')
 _FAMILIES = flags.DEFINE_list('families', list(FAMILIES), 'Families to compare.')

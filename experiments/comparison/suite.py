@@ -28,6 +28,13 @@ class Suite:
   stream_contexts: tuple[int, ...]
   repeats: int                  # timing repeats (median reported)
   max_d_model: int = 4096       # upper bound of the width search
+  # Trained experiments: every family gets the same budget.
+  train_target_params: int = 100_000
+  train_steps: int = 300
+  train_examples: int = 4000
+  longrange_lengths: int = 1    # how many distances per task (from the short end)
+  longrange_tasks: tuple[str, ...] = ('copying', 'selective_copying', 'mqar',
+                                      'induction_heads', 'adding')
 
 
 SUITES = {
@@ -38,12 +45,15 @@ SUITES = {
     # Minutes-free sizes for the test suite and for trying the pipeline end to end.
     'smoke': Suite(name='smoke', target_params=20_000, num_layers=1, vocab_size=32,
                    batch_size=2, speed_lengths=(16, 64), memory_lengths=(16, 64, 256),
-                   stream_contexts=(16, 128), repeats=1, max_d_model=256),
+                   stream_contexts=(16, 128), repeats=1, max_d_model=256,
+                   train_target_params=20_000, train_steps=4, train_examples=64,
+                   longrange_tasks=('selective_copying', 'adding')),
     'full': Suite(name='full', target_params=5_000_000, num_layers=4, vocab_size=256,
                   batch_size=8, speed_lengths=(128, 256, 512, 1024, 2048, 4096),
                   memory_lengths=(128, 256, 512, 1024, 2048, 4096, 8192, 16384),
                   stream_contexts=(128, 512, 2048, 8192, 32768), repeats=9,
-                  max_d_model=8192),
+                  max_d_model=8192, train_target_params=1_000_000, train_steps=5000,
+                  train_examples=50_000, longrange_lengths=3),
 }
 
 

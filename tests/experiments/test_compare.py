@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments.comparison import memory, order, speed, streaming
+from experiments.comparison import longrange, memory, order, speed, streaming
 from experiments.comparison.report import environment, growth_exponent, write_report
 from experiments.comparison.suite import SUITES
 
@@ -86,3 +86,19 @@ def test_streaming_and_speed_rows_cover_the_grid(report_dir):
   assert all(np.isfinite(r['ms_per_token']) and r['ms_per_token'] > 0
              for r in stream.records)
   assert {r['seq_len'] for r in speed_finding.records} == set(SMOKE.speed_lengths)
+
+
+def test_longrange_trains_every_family_with_the_same_budget(tmp_path, monkeypatch):
+  monkeypatch.setenv('SEQJAX_DATA_DIR', str(tmp_path / 'data'))
+  finding = longrange.run(SMOKE, ['lstm', 'transformer'], str(tmp_path), seed=0)
+  rows = finding.records
+  assert {(r['task'], r['family']) for r in rows} == {
+      (t, f) for t in SMOKE.longrange_tasks for f in ('lstm', 'transformer')}
+  assert all(r['steps'] == SMOKE.train_steps and np.isfinite(r['value']) for r in rows)
+  for task in SMOKE.longrange_tasks:
+    counts = [r['params'] for r in rows if r['task'] == task]
+    # Matched widths: the two families are within 35 % of each other in size.
+    assert max(counts) < 1.35 * min(counts)
+  adding = [r for r in rows if r['task'] == 'adding']
+  assert all(r['metric'] == 'mse' and not r['larger_is_better'] for r in adding)
+  assert finding.verdict.split(':')[0] in ('Supported', 'Mixed', 'Contradicted')
