@@ -54,7 +54,7 @@ def _max_error(t: int) -> dict:
   args = _inputs(t, False)
   grads = {name: jax.jit(jax.value_and_grad(fns[name][0], (0, 1, 2)))(*args)
            for name in ('seqjax_exact', 'seqjax_chunked')}
-  (l_e, g_e), (l_c, g_c) = grads['seqjax_exact'], grads['seqjax_chunked']
+  (_, g_e), (_, g_c) = grads['seqjax_exact'], grads['seqjax_chunked']
   out_e = attend(*args[:3], causal=True, impl='exact')
   out_c = jax.jit(lambda q, k, v: attend(q, k, v, causal=True, impl='chunked',
                                          chunk_size=CHUNK))(*args[:3])

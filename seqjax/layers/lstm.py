@@ -43,8 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqjax.layers.recurrent import (CellDef, RecurrentCell, RecurrentStack,
-                                     cell_params_from_torch, stack_params_from_torch)
+from seqjax.layers.recurrent import CellDef, RecurrentCell, RecurrentStack
+from seqjax.layers.recurrent_torch import cell_params_from_torch, stack_params_from_torch
 
 Array = jax.Array
 LSTMCarry = tuple[Array, Array]  # (h, c), each [batch, H]
