@@ -134,9 +134,10 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     del opts
     return {}
 
-  @abc.abstractmethod
   def features(self) -> tfds.features.FeaturesDict:
-    """The TFDS features of one example (matches the spec's example format)."""
+    """The TFDS features of one example (matches the spec's example format); the
+    token kind's by default, overridden by regression / classification / seq2seq tasks."""
+    return token_features()
 
   @abc.abstractmethod
   def generate(self, rng: np.random.Generator, n: int) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from seqjax.data.spec import PAD_ID
 from seqjax.data.synthetic import base
@@ -54,9 +53,6 @@ class SeqjaxCopying(base.SyntheticBuilder):
   @classmethod
   def vocab(cls, opts):
     return {'vocab': _vocab(opts['num_symbols'])}
-
-  def features(self) -> tfds.features.FeaturesDict:
-    return base.token_features()
 
   def generate(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     k, delay = self.opts['num_tokens'], self.opts['delay']
@@ -102,9 +98,6 @@ class SeqjaxSelectiveCopying(base.SyntheticBuilder):
   @classmethod
   def vocab(cls, opts):
     return {'vocab': _vocab(opts['num_symbols'])}
-
-  def features(self) -> tfds.features.FeaturesDict:
-    return base.token_features()
 
   def generate(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     seq_len, k = self.opts['seq_len'], self.opts['num_tokens']

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from seqjax.data.spec import PAD_ID
 from seqjax.data.synthetic import base
@@ -90,9 +89,6 @@ class SeqjaxAssociativeRecall(base.SyntheticBuilder):
   def vocab(cls, opts):
     return _recall_vocab(opts)
 
-  def features(self) -> tfds.features.FeaturesDict:
-    return base.token_features()
-
   def generate(self, rng, n):
     return _recall_examples(rng, n, self.opts, query_len=1, num_queries=1)
 
@@ -133,9 +129,6 @@ class SeqjaxMqar(base.SyntheticBuilder):
   def vocab(cls, opts):
     return _recall_vocab(opts)
 
-  def features(self) -> tfds.features.FeaturesDict:
-    return base.token_features()
-
   def generate(self, rng, n):
     return _recall_examples(rng, n, self.opts,
                             query_len=self.opts['seq_len'] - 2 * self.opts['num_pairs'],
@@ -167,9 +160,6 @@ class SeqjaxInductionHeads(base.SyntheticBuilder):
   def vocab(cls, opts):
     return {'vocab': [*base.RESERVED, '<trigger>',
                       *(f's{i}' for i in range(opts['num_symbols']))]}
-
-  def features(self) -> tfds.features.FeaturesDict:
-    return base.token_features()
 
   def generate(self, rng, n):
     length = self.opts['seq_len']
