@@ -12,6 +12,8 @@ import os
 import shutil
 from typing import Any
 
+import ml_collections
+
 from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.sizing import match_d_model, param_count
@@ -28,15 +30,24 @@ def train_run(task: str, family: str, *, workdir: str, target_params: int, steps
               seed: int, task_options: dict[str, Any] | None = None,
               model_overrides: dict[str, Any] | None = None, batch_size: int = 32,
               learning_rate: float = 3e-3, max_d_model: int = 4096,
-              num_train: int = 4000) -> dict[str, Any]:
-  """Trains ``family`` on ``task`` from ``experiments/configs/<task>.py`` and returns the
-  test metrics plus the run's settings. The workdir's checkpoints are removed afterwards
-  (the report keeps only numbers); pass a fresh ``workdir`` per run."""
-  config = importlib.import_module(f'experiments.configs.{task}').get_config()
-  options = {'num_train': num_train, 'num_validation': 256, 'num_test': 512,
-             **(task_options or {})}
-  for key, value in options.items():
-    config.task_options[key] = value
+              num_train: int = 4000, config_name: str | None = None,
+              keep_checkpoints: bool = False) -> dict[str, Any]:
+  """Trains ``family`` on ``task`` and returns the test metrics plus the run's settings.
+
+  The settings start from ``experiments/configs/<config_name or task>.py`` (``base`` suits
+  tasks without a file of their own, such as ``csv``). The workdir's checkpoints are
+  removed afterwards unless ``keep_checkpoints`` (the report usually keeps only numbers;
+  ``seqjax.training.loop.load_for_inference(workdir)`` reloads a kept run); pass a fresh
+  ``workdir`` per run. An option set to ``None`` in ``task_options`` is removed (the split
+  sizes, for tasks whose splits are fixed)."""
+  config = importlib.import_module(
+      f'experiments.configs.{config_name or task}').get_config()
+  config.task = task
+  options = {**config.task_options.to_dict(), 'num_train': num_train,
+             'num_validation': 256, 'num_test': 512, **(task_options or {})}
+  # None removes an option, e.g. the split sizes of a task whose splits are fixed.
+  config.task_options = ml_collections.ConfigDict(
+      {k: v for k, v in options.items() if v is not None})
   spec = get_task(config.task, data_dir=config.data_dir or None, seed=seed,
                   **config.task_options.to_dict()).spec
   overrides = dict(model_overrides or {})
@@ -55,7 +66,8 @@ def train_run(task: str, family: str, *, workdir: str, target_params: int, steps
   result = loop.train(config, workdir)
   model_cfg = ModelConfig.from_mapping({**config.model_cfg.to_dict(), 'model': family,
                                         **spec.model_fields()})
-  shutil.rmtree(os.path.join(workdir, loop.CHECKPOINT_DIR), ignore_errors=True)
+  if not keep_checkpoints:
+    shutil.rmtree(os.path.join(workdir, loop.CHECKPOINT_DIR), ignore_errors=True)
   return {'task': task, 'family': family, 'd_model': d_model,
           'params': param_count(model_cfg), 'steps': steps, 'seq_len': spec.max_len,
           'metric': spec.eval_metric, 'larger_is_better': spec.eval_metric_larger_is_better,
