@@ -15,7 +15,7 @@ import time
 from absl import app, flags, logging
 
 from experiments.comparison import longrange, memory, order, speed, streaming
-from experiments.comparison.report import environment, write_report
+from experiments.comparison.report import environment, headline, write_report
 from experiments.comparison.suite import FAMILIES, SUITES
 
 EXPERIMENTS = {'speed': speed.run, 'memory': memory.run, 'streaming': streaming.run,
@@ -38,17 +38,20 @@ def main(argv):
     if unknown:
       raise app.UsageError(f'{name}: unknown {unknown}; choose from {list(valid)}')
   suite = SUITES[_SUITE.value]
+  families = list(_FAMILIES.value)
   os.makedirs(_OUTDIR.value, exist_ok=True)
+  env = environment(suite, _SEED.value, families)
   findings = []
   for name in _ONLY.value:
     start = time.perf_counter()
     logging.info('experiment %s ...', name)
-    findings.append(EXPERIMENTS[name](suite, list(_FAMILIES.value), _OUTDIR.value,
-                                      _SEED.value))
-    logging.info('experiment %s done in %.0f s: %s', name, time.perf_counter() - start,
-                 findings[-1].verdict)
-  env = environment(suite.name, _SEED.value, list(_FAMILIES.value))
-  path = write_report(_OUTDIR.value, env, findings)
+    finding = EXPERIMENTS[name](suite, families, _OUTDIR.value, _SEED.value)
+    finding.seconds = time.perf_counter() - start
+    findings.append(finding)
+    # Rewritten after every experiment, so a long run that stops keeps what it measured.
+    path = write_report(_OUTDIR.value, env, findings)
+    logging.info('experiment %s done in %.0f s: %s', name, finding.seconds,
+                 headline(finding.verdict))
   print(f'report: {path}')
 
 

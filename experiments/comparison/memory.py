@@ -31,10 +31,10 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
       records.append({'model': label, 'seq_len': length, 'd_model': cfg.d_model,
                       'train_temp_mib': temp_bytes(grad_fn, params, tokens) / 2**20,
                       'infer_temp_mib': temp_bytes(forward, params, tokens[:, :-1]) / 2**20})
-  rss = {label: _peak_rss_mib(label, family, overrides, suite, seed)
+  rss = {label: _peak_rss_mib(family, overrides, suite, seed)
          for label, family, overrides in variants(families)}
   for r in records:
-    r['peak_rss_mib_at_longest'] = rss[r['model']]
+    r['peak_rss_mib_at_shortest'], r['peak_rss_mib_at_longest'] = rss[r['model']]
   figures = []
   for kind in ('train', 'infer'):
     name = f'memory_{kind}.png'
@@ -78,13 +78,16 @@ def _summary(records, exponents, rss, suite) -> str:
                  'inference exponent': exps['infer'],
                  f'train MiB @ {longest}': at['train_temp_mib'],
                  f'inference MiB @ {longest}': at['infer_temp_mib'],
-                 'peak process RSS MiB': rss[model]})
+                 'peak RSS MiB (shortest)': rss[model][0],
+                 'peak RSS MiB (longest)': rss[model][1]})
   cols = list(rows[0]) if rows else []
   return ('XLA temporary memory (`compiled.memory_analysis().temp_size_in_bytes`) of one '
           'forward+backward pass and one forward pass, batch 1, lengths '
           f'{list(suite.memory_lengths)}; exponent = slope of log(memory) vs log(length) '
-          'over the longer half. Peak RSS: high-water mark of a separate process running '
-          f'the training step at every length up to {longest}.\n\n' +
+          'over the longer half. Peak RSS: high-water mark of a separate process after the '
+          f'training step at length {suite.memory_lengths[0]}, then after the step at '
+          f'{longest}; the first is mostly the JAX runtime and compiled code, the '
+          'difference is what the longer sequence costs the process.\n\n' +
           markdown_table(rows, cols, {c: '.2f' for c in cols[1:]}))
 
 
@@ -106,13 +109,13 @@ def _verdict(exponents) -> str:
   return f'{head}. ' + '; '.join(notes) + '.'
 
 
-def _peak_rss_mib(label, family, overrides, suite, seed) -> float:
-  """Runs the training step at every length in a fresh process and returns its peak RSS,
-  so earlier measurements in this process do not mask it."""
+def _peak_rss_mib(family, overrides, suite, seed) -> list[float]:
+  """``[peak RSS after the shortest step, after the longest]`` in MiB, from a fresh
+  process so that earlier measurements in this one do not mask it."""
   cmd = [sys.executable, '-m', 'experiments.comparison.rss_probe',
          json.dumps({'family': family, 'overrides': overrides, 'suite': suite.name,
                      'seed': seed})]
   out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                            os.path.abspath(__file__)))))
-  return float(out.stdout.strip().splitlines()[-1])
+  return [float(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]

@@ -11,6 +11,9 @@ import dataclasses
 import json
 import os
 import platform
+import re
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -18,6 +21,8 @@ import flax
 import jax
 import numpy as np
 import optax
+
+from experiments.comparison.suite import Suite
 
 
 @dataclasses.dataclass
@@ -43,11 +48,27 @@ class Finding:
   verdict: str
   figures: list[str] = dataclasses.field(default_factory=list)
   records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  seconds: float | None = None  # wall time of the experiment, set by the driver
 
 
-def environment(suite_name: str, seed: int, families: list[str]) -> dict[str, Any]:
+def _git_revision() -> str:
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=root, text=True,
+                         capture_output=True, timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=root, text=True,
+                           capture_output=True, timeout=10, check=True).stdout.strip()
+    return out + (' (with uncommitted changes)' if dirty else '')
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown (not a git checkout)'
+
+
+def environment(suite: Suite, seed: int, families: list[str]) -> dict[str, Any]:
+  """Where and how the report was measured: device, versions, command, suite, seed."""
   return {
       'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+      'command': ' '.join(['python -m experiments.compare'] + sys.argv[1:]),
+      'seqjax revision': _git_revision(),
       'backend': jax.default_backend(),
       'devices': [f'{d.device_kind} ({d.platform})' for d in jax.devices()],
       'cpu_count': os.cpu_count(),
@@ -55,7 +76,8 @@ def environment(suite_name: str, seed: int, families: list[str]) -> dict[str, An
       'python': platform.python_version(),
       'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
       'numpy': np.__version__,
-      'suite': suite_name, 'seed': seed, 'families': families,
+      'suite': suite.name, 'seed': seed, 'families': families,
+      'suite settings': dataclasses.asdict(suite),
   }
 
 
@@ -99,8 +121,10 @@ def write_report(outdir: str, env: dict[str, Any], findings: list[Finding]) -> s
            '', '## Environment', '']
   lines += [f'- **{key}**: {value}' for key, value in env.items()]
   lines += ['', '## Summary', '',
-            markdown_table([{'experiment': x.title, 'verdict': x.verdict.split('.')[0]}
-                            for x in findings], ['experiment', 'verdict']), '']
+            markdown_table([{'experiment': x.title, 'verdict': headline(x.verdict),
+                             'wall time (s)': x.seconds} for x in findings],
+                           ['experiment', 'verdict', 'wall time (s)'],
+                           {'wall time (s)': '.0f'}), '']
   for finding in findings:
     lines += [f'## {finding.title}', '', f'**Claim.** {finding.claim}', '',
               f'**Prediction.** {finding.prediction}', '', '**Measured.**', '',
@@ -111,6 +135,12 @@ def write_report(outdir: str, env: dict[str, Any], findings: list[Finding]) -> s
   with open(path, 'w') as f:
     f.write('\n'.join(lines))
   return path
+
+
+def headline(verdict: str) -> str:
+  """The verdict's first sentence (a full stop followed by a space ends it, so decimals
+  such as 0.95 stay whole)."""
+  return re.split(r'\.\s', verdict.strip(), maxsplit=1)[0].rstrip('.')
 
 
 def growth_exponent(lengths: list[float], values: list[float]) -> float:

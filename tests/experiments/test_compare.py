@@ -35,8 +35,16 @@ def report_dir(tmp_path_factory):
   findings = [order.run(SMOKE, families, outdir, seed=0)]
   findings += [module.run(SMOKE, ['transformer'], outdir, seed=0)
                for module in (memory, streaming, speed)]
-  write_report(outdir, environment('smoke', 0, families), findings)
+  write_report(outdir, environment(SMOKE, 0, families), findings)
   return outdir, findings
+
+
+def test_same_seed_gives_the_same_numbers(report_dir, tmp_path):
+  _, findings = report_dir
+  again = order.run(SMOKE, ['lstm', 'transformer'], str(tmp_path), seed=0)
+  assert again.records == findings[0].records
+  other = order.run(SMOKE, ['lstm'], str(tmp_path), seed=1)
+  assert other.records[0] != findings[0].records[0]
 
 
 def test_order_blindness_is_exactly_the_unpositioned_encoder(report_dir):
@@ -68,6 +76,8 @@ def test_memory_records_are_positive_and_exact_attention_grows_faster(report_dir
   _, findings = report_dir
   rows = findings[1].records
   assert all(r['train_temp_mib'] > 0 and r['peak_rss_mib_at_longest'] > 0 for r in rows)
+  # The probe's high-water mark can only rise from the short step to the long one.
+  assert all(r['peak_rss_mib_at_longest'] >= r['peak_rss_mib_at_shortest'] for r in rows)
 
   def growth(model):
     by_len = {r['seq_len']: r['train_temp_mib'] for r in rows if r['model'] == model}
