@@ -3,16 +3,21 @@
 One seqjax ``ResidualBlock`` per family at matched width (``d_model=256``, the same
 pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison backbone):
 
-* ``mamba``: ``Mamba(256, d_state=16, expand=2)`` with ``ModelConfig``'s default scan
-  backend; full runs add ``mamba_auto`` (``scan_backend='auto'``) when it exists;
+* ``mamba``: ``Mamba(256, d_state=16, expand=2)`` with its default fused selective scan
+  (``seqjax.ops.selective_scan``, ``scan_impl='fused'``);
+* ``mamba_materialized``: the same block with the reference path
+  (``scan_impl='materialized'``: ``[batch, time, 2d, 16]`` arrays through ``linear_scan``
+  with ``ModelConfig``'s default scan backend);
 * ``transformer_chunked``: causal ``MultiHeadAttention(256, 4 heads)`` with the
   memory-efficient chunked path (512-blocks), the sensible choice for long inputs;
 * ``transformer_exact``: the same with exact O(T²) attention (up to T=4096).
 
 One step = forward + gradients w.r.t. params and input of ``sum(block(x) * w)``, batch 1,
-float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). Reported: median ms, tokens/s, temp memory,
-and a summary record with the crossover length: the smallest measured T from which Mamba
-stays faster than each Transformer variant.
+float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). At each T the
+variants are timed round-robin in one process (``common.time_interleaved``), so their
+ratios hold on a loaded machine. Reported: median ms, tokens/s, temp memory, and a summary
+record with each T's fused/materialised Mamba time ratio and the crossover lengths: the
+smallest measured T from which a Mamba variant stays faster than each Transformer variant.
 """
 
 from __future__ import annotations
@@ -30,25 +35,16 @@ from seqjax.models.config import ModelConfig
 D_MODEL, HEADS, BATCH = 256, 4, 1
 
 
-def _has_auto_backend() -> bool:
-  try:
-    from seqjax.ops.scan import resolve_backend  # pylint: disable=import-outside-toplevel
-    resolve_backend('auto')
-    return True
-  except (ImportError, ValueError):
-    return False
-
-
-def _blocks(quick: bool) -> dict[str, ResidualBlock]:
+def _blocks() -> dict[str, ResidualBlock]:
   default_backend = ModelConfig().scan_backend
   mixers = {
-      'mamba': Mamba(D_MODEL, d_state=16, expand=2, scan_backend=default_backend),
+      'mamba': Mamba(D_MODEL, d_state=16, expand=2, scan_impl='fused'),
+      'mamba_materialized': Mamba(D_MODEL, d_state=16, expand=2,
+                                  scan_backend=default_backend, scan_impl='materialized'),
       'transformer_chunked': MultiHeadAttention(D_MODEL, HEADS, causal=True,
                                                 attention_impl='chunked', chunk_size=512),
       'transformer_exact': MultiHeadAttention(D_MODEL, HEADS, causal=True),
   }
-  if not quick and default_backend != 'auto' and _has_auto_backend():
-    mixers['mamba_auto'] = Mamba(D_MODEL, d_state=16, expand=2, scan_backend='auto')
   return {name: ResidualBlock(mixer, D_MODEL, 4 * D_MODEL) for name, mixer in mixers.items()}
 
 
@@ -67,34 +63,40 @@ def _crossover(rows: list[dict], fast: str, slow: str) -> int | None:
 
 def run(quick: bool = False) -> list[dict]:
   lengths = (256, 1024, 2048) if quick else (256, 512, 1024, 2048, 4096, 8192)
-  records = []
-  for name, block in _blocks(quick).items():
+  steps = {}
+  for name, block in _blocks().items():
     params = block.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, D_MODEL)))['params']
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
 
     def loss(p, x, w, block=block):
       return jnp.sum(block.apply({'params': p}, x) * w)
 
-    step = jax.grad(loss, (0, 1))
-    for t in lengths:
+    steps[name] = (jax.grad(loss, (0, 1)), params)
+  records, ratios = [], {}
+  for t in lengths:
+    kx, kw = jax.random.split(jax.random.PRNGKey(t))
+    x = jax.random.normal(kx, (BATCH, t, D_MODEL), jnp.float32)
+    w = jax.random.normal(kw, (BATCH, t, D_MODEL), jnp.float32)
+    fns, stats = {}, {}
+    for name, (step, params) in steps.items():
       if name == 'transformer_exact' and (quick or t > 4096):
         continue  # O(T²): ~1 GiB of weights per layer at 8K; quick mode skips it.
-      if name == 'mamba_auto' and t > 2048:
-        continue  # a side comparison of scan backends; the long points cost minutes.
-      kx, kw = jax.random.split(jax.random.PRNGKey(t))
-      x = jax.random.normal(kx, (BATCH, t, D_MODEL), jnp.float32)
-      w = jax.random.normal(kw, (BATCH, t, D_MODEL), jnp.float32)
-      compiled, stats = compile_with_stats(step, params, x, w)
-      timing = common.time_fn(compiled, params, x, w, warmup=1,
-                              repeats=2 if quick else 3 if t >= 4096 else 5)
+      compiled, stats[name] = compile_with_stats(step, params, x, w)
+      fns[name] = (compiled, (params, x, w))
+    timings = common.time_interleaved(fns, warmup=1,
+                                      repeats=2 if quick else 3 if t >= 4096 else 5)
+    for name, timing in timings.items():
+      params = steps[name][1]
       records.append({'bench': 'mamba_vs_transformer', 'variant': name, 'T': t,
-                      'batch': BATCH, 'd_model': D_MODEL, 'params': n_params,
-                      **stats, **timing,
+                      'batch': BATCH, 'd_model': D_MODEL,
+                      'params': sum(v.size for v in jax.tree_util.tree_leaves(params)),
+                      **stats[name], **timing,
                       'tokens_per_s': BATCH * t / (timing['median_ms'] * 1e-3)})
+    ratios[t] = timings['mamba']['median_ms'] / timings['mamba_materialized']['median_ms']
   summary = {'bench': 'mamba_vs_transformer', 'variant': 'summary',
-             'mamba_scan_backend': ModelConfig().scan_backend, 'lengths': list(lengths)}
-  mambas = sorted({r['variant'] for r in records if r['variant'].startswith('mamba')})
-  for mamba in mambas:
+             'mamba_materialized_scan_backend': ModelConfig().scan_backend,
+             'lengths': list(lengths),
+             'fused_over_materialized_ms': {str(t): r for t, r in ratios.items()}}
+  for mamba in ('mamba', 'mamba_materialized'):
     for other in ('transformer_chunked', 'transformer_exact'):
       summary[f'{mamba}_faster_than_{other}_from_T'] = _crossover(records, mamba, other)
       summary[f'{other}_faster_than_{mamba}_from_T'] = _crossover(records, other, mamba)

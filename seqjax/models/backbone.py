@@ -49,7 +49,8 @@ def make_mixer(cfg: ModelConfig, causal: bool) -> nn.Module:
                scan_backend=cfg.scan_backend, dtype=dtype)
   if cfg.model == 'mamba':
     return Mamba(d, d_state=cfg.mamba_d_state, d_conv=cfg.mamba_d_conv,
-                 expand=cfg.mamba_expand, scan_backend=cfg.scan_backend, dtype=dtype)
+                 expand=cfg.mamba_expand, scan_backend=cfg.scan_backend,
+                 scan_impl=cfg.mamba_scan_impl, dtype=dtype)
   raise ValueError(f'model={cfg.model!r} has no residual-block mixer')
 
 

@@ -55,8 +55,9 @@ def np_mamba(params, x, d_conv=D_CONV, d_state=D_STATE):
 
 
 @functools.lru_cache(maxsize=None)
-def _model(backend: str = 'sequential'):
-  model = Mamba(D_MODEL, D_STATE, D_CONV, EXPAND, scan_backend=backend)
+def _model(backend: str = 'sequential', scan_impl: str = 'fused'):
+  model = Mamba(D_MODEL, D_STATE, D_CONV, EXPAND, scan_backend=backend,
+                scan_impl=scan_impl)
   return model, jax.jit(model.apply)
 
 
@@ -89,9 +90,11 @@ def _stream(params, x):
   return state, jnp.swapaxes(ys, 0, 1)
 
 
-@pytest.mark.parametrize('backend', ['sequential', 'associative'])
-def test_parallel_matches_numpy_reference(backend):
-  _, fwd = _model(backend)
+@pytest.mark.parametrize('scan_impl, backend', [
+    ('fused', 'sequential'), ('materialized', 'sequential'),
+    ('materialized', 'associative')])
+def test_parallel_matches_numpy_reference(scan_impl, backend):
+  _, fwd = _model(backend, scan_impl)
   params = _params(1)
   x = _x(1)
   np.testing.assert_allclose(np.asarray(fwd(params, x)), np_mamba(params, x),
@@ -133,12 +136,15 @@ def test_streaming_equals_parallel(time):
 
 
 def test_backends_agree():
-  """Sequential and associative scans give the same block output (gradient agreement of
-  the two backends is tested on linear_scan itself in tests/ops/test_scan.py)."""
+  """The fused scan and the materialised one (sequential and associative) give the same
+  block output (gradient agreement is tested on the ops themselves in
+  tests/ops/test_scan.py and tests/ops/test_selective_scan.py)."""
   params = _params(3)
   x = _x(3)
-  y_seq, y_assoc = _model('sequential')[1](params, x), _model('associative')[1](params, x)
-  np.testing.assert_allclose(np.asarray(y_assoc), np.asarray(y_seq), rtol=1e-5, atol=1e-6)
+  y_seq = _model('sequential', 'materialized')[1](params, x)
+  for backend, impl in (('associative', 'materialized'), ('sequential', 'fused')):
+    y = _model(backend, impl)[1](params, x)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_seq), rtol=1e-5, atol=1e-6)
 
 
 def test_causal_and_padding_invariant():
@@ -184,6 +190,7 @@ def test_no_unrolled_time_loop():
     ({'dt_rank': 'full'}, 'dt_rank'),
     ({'scan_backend': 'cuda'}, "'sequential', 'associative'"),
     ({'d_conv': 0}, 'd_conv'),
+    ({'scan_impl': 'cuda'}, "scan_impl='cuda'.*'fused', 'materialized'"),
 ])
 def test_bad_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
