@@ -8,7 +8,8 @@ parameters and the inputs (B=32, T=256, E=H=256, float32). Variants:
 * ``seqjax_autodiff`` / ``seqjax_autodiff_hoist``: autodiff of ``masked_scan`` with the
   input projection per step / hoisted;
 * ``flax_optimized_lstm``: ``flax.linen.RNN(flax.linen.OptimizedLSTMCell(H))``;
-* ``torch_lstm``: ``torch.nn.LSTM`` when ``import torch`` works (optional).
+* ``torch_lstm``: ``torch.nn.LSTM`` (eager, ``torch.set_num_threads`` = core count) when
+  ``import torch`` works; optional, the benchmark runs unchanged without torch.
 
 FLOPs counted: the LSTM matmuls only, forward ``2·B·T·4H·(E+H)``, backward 2× forward.
 ``frac_matmul_peak`` divides by the GFLOP/s of a 2048^3 float32 matmul (the
@@ -19,7 +20,7 @@ same load from other jobs. ``*_best`` fields use the minimum over repeats and
 
 from __future__ import annotations
 
-import time
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -47,28 +48,30 @@ def _flax_step(batch: int, time_: int, emb: int, hidden: int):
 
 
 def _torch_step(batch: int, time_: int, emb: int, hidden: int):
-  """``torch.nn.LSTM`` train step timed with the same median rule, or None without torch."""
+  """``torch.nn.LSTM`` train step as a ``(fn, args)`` entry for the round-robin timing
+  (same loss: sum of the outputs; gradients w.r.t. the parameters and the input), or
+  None when torch is not installed. Uses every core, like XLA.
+
+  Note torch's LSTM has two bias vectors per gate (``b_ih``, ``b_hh``); the extra adds
+  are negligible next to the matmuls.
+  """
   try:
-    import torch  # optional peer, not a dependency
+    import torch  # pylint: disable=g-import-not-at-top  # optional peer, not a dependency
   except ImportError:
     return None
+  torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
   lstm = torch.nn.LSTM(emb, hidden, batch_first=True)
   x = torch.randn(batch, time_, emb, requires_grad=True)
 
   def step():
+    # torch runs eagerly: backward() returns after the gradients are computed, so the
+    # harness's block_until_ready on the returned None times the whole step.
     lstm.zero_grad()
     x.grad = None
     lstm(x)[0].sum().backward()
 
-  for _ in range(2):
-    step()
-  times = []
-  for _ in range(5):
-    start = time.perf_counter()
-    step()
-    times.append((time.perf_counter() - start) * 1e3)
-  times.sort()
-  return {'median_ms': times[len(times) // 2], 'min_ms': times[0]}
+  return step, ()
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -90,13 +93,13 @@ def run(quick: bool = False) -> list[dict]:
   square = jnp.ones((n, n), jnp.float32)
   fns = {name: make() for name, make in variants.items()}
   fns['_matmul'] = (jax.jit(lambda a: a @ a), (square,))
+  torch_entry = _torch_step(batch, time_, emb, hidden)
+  if torch_entry is not None:
+    fns['torch_lstm'] = torch_entry
   timings = common.time_interleaved(fns, repeats=repeats)
   matmul = timings.pop('_matmul')
   peak = 2 * n ** 3 / (matmul['median_ms'] * 1e-3) / 1e9
   peak_best = 2 * n ** 3 / (matmul['min_ms'] * 1e-3) / 1e9
-  torch_timing = _torch_step(batch, time_, emb, hidden)
-  if torch_timing is not None:
-    timings['torch_lstm'] = torch_timing
   flax_ms = timings['flax_optimized_lstm']['median_ms']
   records = []
   for name, t in timings.items():

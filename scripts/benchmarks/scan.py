@@ -7,7 +7,10 @@ elementwise ``a*b+c`` over the same number of elements measured in the same run
 (the ``common.elementwise_bandwidth_gbs`` kernel, timed round-robin with the scans), and
 ``auto``'s time relative to the fastest backend. ``*_best`` fields use the minimum over
 repeats instead of the median (less sensitive to other jobs on a shared machine).
-Forward only (the backward pass is another linear scan of the same size).
+Plus one ``linear_scan_grad`` record per backend (except the associative scan) at
+B=8, T=4096, D=256 float32: a gradient step (forward and backward pass) timed round-robin,
+relative to ``sequential`` (autodiff of ``lax.scan``). The chunked backend's custom VJP
+runs the backward pass as one more linear scan of the same size.
 """
 
 from __future__ import annotations
@@ -77,7 +80,24 @@ def run(quick: bool = False) -> list[dict]:
             'vs_fastest': t['vs_fastest_median'], 'vs_fastest_best': t['vs_fastest_min'],
             'auto_vs_fastest': timings['auto']['vs_fastest_median'],
             'auto_vs_fastest_best': timings['auto']['vs_fastest_min']})
-  return records
+  return records + _gradient_records(repeats)
+
+
+def _gradient_records(repeats: int) -> list[dict]:
+  """Forward + backward of ``sum(h * w)`` w.r.t. ``a`` and ``b`` per backend."""
+  shape = QUICK_SHAPES[0]
+  a, b = _inputs(shape, False)
+  w = jnp.full(shape, 0.5, jnp.float32)
+  fns = {}
+  for backend in ('sequential', 'chunked', 'auto'):
+    loss = lambda a, b, backend=backend: jnp.sum(linear_scan(a, b, backend=backend) * w)
+    fns[backend] = (jax.jit(jax.grad(loss, argnums=(0, 1))), (a, b))
+  timings = common.time_interleaved(fns, repeats=repeats)
+  return [{'bench': 'linear_scan_grad', 'backend': backend, 'batch': shape[0],
+           'time': shape[1], 'dim': shape[2], 'dtype': 'float32',
+           'median_ms': t['median_ms'], 'min_ms': t['min_ms'],
+           'vs_sequential': t['median_ms'] / timings['sequential']['median_ms']}
+          for backend, t in timings.items()]
 
 
 if __name__ == '__main__':

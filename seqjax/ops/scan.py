@@ -5,7 +5,8 @@ mixing to this elementwise recurrence, so it lives here once with interchangeabl
 (the design follows recurrentgemma's ``scan.py``/``ScanType``):
 
 * ``'sequential'``: ``jax.lax.scan`` over time, O(T) depth, O(1) extra memory per step.
-  Usually the fastest on CPU.
+  It first moves time to the leading axis (and the result back): on CPU those two
+  transposes cost more than the recurrence itself.
 * ``'associative'``: ``jax.lax.associative_scan`` (Blelloch 1990) with the operator on
   pairs ``(a, b)`` that represent the affine map ``h -> a * h + b``::
 
@@ -16,18 +17,28 @@ mixing to this elementwise recurrence, so it lives here once with interchangeabl
   Space Layers", sec. 2.2; Gu & Dao 2023, sec. 3.3). Its compiled program has one block
   per recursion level, so it grows like log T (never like T).
 
-* ``'chunked'``: a sequential loop over chunks of ``chunk_size`` steps (default 8) that
-  carries the state across chunks; each iteration slices one chunk of ``a`` and ``b`` in
-  place along ``axis`` (no transposes), advances all ``chunk_size`` steps in one fused
-  elementwise kernel over ``[batch, chunk, ...]`` and writes the chunk into the output
-  buffer. On CPU the per-iteration cost of ``lax.scan`` (several small thunks per step,
-  plus moving time to the leading axis and back) dominates a memory-bound recurrence;
-  chunking amortises it over ``chunk_size`` steps and keeps the bytes moved at the
-  minimum (read ``a``, ``b``; write ``h``). A remainder ``T % chunk_size`` is handled by
-  a short unrolled tail, so any ``T`` works without padding copies. The within-chunk
-  steps are unrolled up to ``chunk_size`` (a constant: the compiled program does not
-  grow with ``T``). An associative scan *within* the chunk measured slower on CPU
-  (chunk 64: 85-92 ms vs 52-58 ms for the unrolled chunk of 8, B=8, T=4096, D=256).
+* ``'chunked'``: a ``fori_loop`` over chunks of ``chunk_size`` steps (default 1) that
+  carries the state and updates the output buffer in place: each iteration slices its
+  chunk of ``a`` and of the buffer along ``axis`` (no transposes), advances the chunk's
+  steps in one fused elementwise kernel and writes the states back over the chunk. The
+  buffer starts as ``b`` itself, so the bytes moved are the minimum (read ``a``, ``b``;
+  write ``h``) with no zero-filled output, and a ``b`` computed by the caller is written
+  straight into it. A remainder ``T % chunk_size`` is an unrolled tail (any ``T``, no
+  padding); the program does not grow with ``T``. Its gradient is a custom VJP that runs
+  the adjoint recurrence as one more chunked scan backwards in time (autodiff of the loop
+  would accumulate a full-size cotangent per iteration: O(T^2)); like every custom VJP it
+  supports reverse mode (``jax.grad``, ``jax.vjp``, also nested), not ``jax.jvp``.
+  Why one step per chunk: an XLA:CPU loop iteration costs about 2 us here, while a fused
+  chunk of C steps recomputes the chain for each of its C outputs (C(C+1)/2 multiply-adds
+  per C elements), so larger chunks were no faster (2) or slower (4, 8, 16) at the
+  benchmarked shapes (see :func:`select_backend`). Also measured slower on CPU, B=8,
+  T=4096, D=256 float32, as a fraction of the ``a*b+c`` bandwidth (loaded machine, same
+  run): ``lax.scan`` over
+  chunks with stacked outputs (transposes in and out) 0.13-0.16; ``lax.scan(unroll=8)``
+  0.19; an associative scan within chunks; a two-pass scheme (chunk summaries in one
+  parallel kernel, carries, then all chunks advanced together) 0.44-0.75 vs 0.47-0.73
+  for this loop over three runs, i.e. no better although its big kernels use both cores
+  (it moves about twice the bytes).
 * ``'auto'``: picks one of the above per platform (``jax.default_backend()``) and shape
   in :func:`select_backend`, from the measurements recorded there.
 
@@ -36,15 +47,16 @@ A backend is an enum member plus an entry in ``_BACKENDS``.
 Broadcasting: ``a`` and ``b`` are broadcast against each other with NumPy rules (aligned
 from the right); ``axis`` indexes the broadcast shape. So a time-invariant ``a`` can be
 passed as ``[d, n]`` (or ``[1, 1, d, n]``) next to ``b`` ``[batch, time, d, n]``; the
-sequential backend then keeps it out of the scanned inputs instead of materialising it T
-times. ``h0`` is broadcast against the per-step state shape (the broadcast shape without
-``axis``). Real and complex dtypes are both supported; the result dtype is the common
-dtype of ``a``, ``b`` and ``h0``.
+sequential and chunked backends then keep it out of the scanned inputs instead of
+materialising it T times. ``h0`` is broadcast against the per-step state shape (the
+broadcast shape without ``axis``). Real and complex dtypes are both supported; the result
+dtype is the common dtype of ``a``, ``b`` and ``h0``.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from typing import Callable
 
@@ -63,37 +75,40 @@ class ScanBackend(str, enum.Enum):
   AUTO = 'auto'
 
 
-DEFAULT_CHUNK_SIZE = 8
+DEFAULT_CHUNK_SIZE = 1
 
 
 def select_backend(platform: str, time: int, size: int) -> ScanBackend:
   """The concrete backend ``'auto'`` uses on ``platform`` for a scan of ``time`` steps
   over ``size`` elements in total (the broadcast shape's size).
 
-  CPU: ``'chunked'``, except tiny scans (``size < 2**17``, e.g. B=8, T=256, D=16), where
-  the chunk bookkeeping costs more than it saves and ``'sequential'`` won (0.05 vs
-  0.08 ms float32, 0.11 vs 0.17 ms complex64; ``scripts/benchmarks/scan.py``, same run).
-  Best-of-5 ms on the shared 2-core CPU
-  (2026-11-23, machine under load from other jobs, so ratios, not absolute values,
-  matter), float32 unless noted, B=8:
+  CPU: ``'chunked'`` (one step per chunk) at every measured shape, tiny ones included.
+  Median ms, ``scripts/benchmarks`` peers timed round-robin in one process on the shared
+  2-core CPU (2026-11-23, load average 7-12 from other jobs, so only ratios within a row
+  mean anything), float32 unless noted, B=8:
 
-  ===================  ==========  ===========  =========  =========  ==========
-  T, D                 sequential  associative  chunked 4  chunked 8  chunked 16
-  ===================  ==========  ===========  =========  =========  ==========
-  4096, 256            151-160     306-347      50-84      73-81      92-120
-  4096, 16             1.6-1.7     8.0-9.2      1.0-1.3    1.0-1.3    2.7-3.1
-  4096, 1024           421-629     910-1167     150-283    245-251    381-660
-  256, 256             1.0-1.2     2.2-4.1      0.9-1.5    0.7-1.1    2.4-2.6
-  4096, 256 complex64  295-320     660-712      143-167    110-132    240-259
-  ===================  ==========  ===========  =========  =========  ==========
+  ===================  ==========  =========  =========  =========  =========  =======
+  T, D                 sequential  chunked 1  chunked 2  chunked 4  chunked 8  ``a*b+c``
+  ===================  ==========  =========  =========  =========  =========  =======
+  4096, 256            171         71         77         92         76         60
+  4096, 1024           791         358        303        407        477        293
+  4096, 16             1.31        0.88       0.94       1.21       1.05       0.46
+  256, 256             0.83        0.41       0.62       0.83       0.58       0.41
+  256, 16              0.08        0.06       0.06       0.11       0.10       0.12
+  4096, 256 complex64  392         200        163        200        210        123
+  ===================  ==========  =========  =========  =========  =========  =======
 
+  (``a*b+c`` over the same number of float32 values; the associative scan was 2-3x
+  slower than sequential everywhere.) Chunks of 1 and 2 are within the noise of each
+  other; 1 has no recomputation.
   (``scripts/benchmarks/scan.py`` re-measures this table.) Other platforms were not
   measured here: on GPU/TPU the associative scan's O(log T) depth is the usual choice
   for long sequences (Smith et al. 2023; recurrentgemma resolves its AUTO scan the same
   way), and a short scan stays sequential.
   """
+  del size  # no measured rule depends on it yet (it did for chunks of 8 steps)
   if platform == 'cpu':
-    return ScanBackend.SEQUENTIAL if size < 2 ** 17 else ScanBackend.CHUNKED
+    return ScanBackend.CHUNKED
   return ScanBackend.ASSOCIATIVE if time >= 256 else ScanBackend.SEQUENTIAL
 
 
@@ -165,49 +180,108 @@ def _associative(a: Array, b: Array, h0: Array | None, reverse: bool,
   return h
 
 
-def _chunked(a: Array, b: Array, h0: Array | None, reverse: bool, axis: int, *,
-             chunk_size: int = DEFAULT_CHUNK_SIZE) -> Array:
-  """Chunked backend: a loop over ``T // chunk_size`` chunks (state carried across),
-  each chunk's steps fused into one elementwise kernel; see the module docstring."""
+def _chunked_loop(a: Array, b: Array, h0: Array, reverse: bool, axis: int,
+                 chunk_size: int) -> Array:
+  """The chunked backend's forward loop (no custom gradient). ``h0``: state shape."""
   time = b.shape[axis]
-  state_shape = b.shape[:axis] + b.shape[axis + 1:]
-  h = jnp.zeros(state_shape, b.dtype) if h0 is None else h0
   a_const = a.shape[axis] == 1
   if a_const:
-    a_c = jnp.broadcast_to(jnp.squeeze(a, axis), state_shape)
+    a_c = jnp.broadcast_to(jnp.squeeze(a, axis), h0.shape)
 
-  def run(h, start, length):
-    """``length`` (static) steps from ``start``: returns the new state and the chunk's
-    states stacked on ``axis``."""
-    bc = jax.lax.dynamic_slice_in_dim(b, start, length, axis)
+  def run(h, out, start, length):
+    """``length`` (static) steps from ``start``. ``out`` still holds ``b`` there: it is
+    read and overwritten with the states in place."""
+    bc = jax.lax.dynamic_slice_in_dim(out, start, length, axis)
     ac = None if a_const else jax.lax.dynamic_slice_in_dim(a, start, length, axis)
     hs = [None] * length
     for j in (reversed(range(length)) if reverse else range(length)):
       a_j = a_c if a_const else jax.lax.index_in_dim(ac, j, axis, keepdims=False)
       h = a_j * h + jax.lax.index_in_dim(bc, j, axis, keepdims=False)
       hs[j] = h
-    return h, jnp.stack(hs, axis)
+    return h, jax.lax.dynamic_update_slice_in_dim(out, jnp.stack(hs, axis), start, axis)
 
   num_chunks, tail = divmod(time, chunk_size)
-  out = jnp.zeros(b.shape, b.dtype)
-  body_start = 0  # the full chunks cover [0, num_chunks * chunk_size)
+  # The output buffer starts as b: no zero-fill pass, and when b is an intermediate of
+  # the caller's program XLA writes it straight into this buffer.
+  h, out = h0, b
   if tail and reverse:
     # The reverse pass meets the tail (the last positions) first.
-    h, hs = run(h, num_chunks * chunk_size, tail)
-    out = jax.lax.dynamic_update_slice_in_dim(out, hs, num_chunks * chunk_size, axis)
+    h, out = run(h, out, num_chunks * chunk_size, tail)
 
   def body(n, carry):
-    h, out = carry
-    start = body_start + (num_chunks - 1 - n if reverse else n) * chunk_size
-    h, hs = run(h, start, chunk_size)
-    return h, jax.lax.dynamic_update_slice_in_dim(out, hs, start, axis)
+    start = (num_chunks - 1 - n if reverse else n) * chunk_size
+    return run(*carry, start, chunk_size)
 
   if num_chunks:
     h, out = jax.lax.fori_loop(0, num_chunks, body, (h, out))
   if tail and not reverse:
-    _, hs = run(h, num_chunks * chunk_size, tail)
-    out = jax.lax.dynamic_update_slice_in_dim(out, hs, num_chunks * chunk_size, axis)
+    _, out = run(h, out, num_chunks * chunk_size, tail)
   return out
+
+
+def _shift_in_time(x: Array, first: Array, axis: int, toward_end: bool) -> Array:
+  """``x`` moved one step along ``axis``: ``toward_end`` gives ``[first, x_0, ...,
+  x_{T-2}]``, otherwise ``[x_1, ..., x_{T-1}, first]``. ``first``: ``x`` without
+  ``axis``."""
+  first = jnp.expand_dims(first, axis)
+  time = x.shape[axis]
+  if toward_end:
+    return jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, time - 1, axis=axis)],
+                           axis)
+  return jnp.concatenate([jax.lax.slice_in_dim(x, 1, time, axis=axis), first], axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _chunked_scan(a: Array, b: Array, h0: Array, reverse: bool, axis: int,
+                  chunk_size: int) -> Array:
+  """``_chunked_loop`` with the adjoint-recurrence gradient below."""
+  return _chunked_loop(a, b, h0, reverse, axis, chunk_size)
+
+
+def _chunked_scan_fwd(a, b, h0, reverse, axis, chunk_size):
+  h = _chunked_loop(a, b, h0, reverse, axis, chunk_size)
+  return h, (a, h, h0)
+
+
+def _chunked_scan_bwd(reverse, axis, chunk_size, residuals, g):
+  """Backward pass as one more linear scan, in the opposite direction.
+
+  For the forward direction, the total cotangent of ``h_t`` is ``d_t = g_t + a_{t+1}
+  d_{t+1}`` (the adjoint recurrence), so ``d = linear_scan(a shifted one step to the
+  past, g, reverse=True)``; then ``db_t = d_t``, ``da_t = d_t h_{t-1}`` (``h_{-1} = h0``)
+  and ``dh0 = a_0 d_0``. JAX cotangents are transposes, not conjugate transposes, so the
+  same formulas hold for complex dtypes. Autodiff of the chunk loop would instead add a
+  full-size cotangent of the sliced ``a`` and ``b`` at every iteration (O(T^2) work).
+  """
+  a, h, h0 = residuals
+  time = h.shape[axis]
+  first, last = (time - 1, 0) if reverse else (0, time - 1)
+  if a.shape[axis] == 1:
+    a_adj = a  # time-invariant: the shifted decay is the same decay
+  else:
+    # The adjoint's step t uses a_{t+1} (a_{t-1} if reverse); the value shifted in is
+    # multiplied by the adjoint's zero initial state, so any value works.
+    a_adj = _shift_in_time(a, jnp.take(a, last, axis), axis, toward_end=reverse)
+  d = _chunked_scan(a_adj, g, jnp.zeros_like(h0), not reverse, axis, chunk_size)
+  h_prev = _shift_in_time(h, h0, axis, toward_end=not reverse)
+  da = d * h_prev
+  # Sum over the axes a was broadcast along (size 1 in a, e.g. time for a constant a).
+  summed = tuple(i for i, (n_a, n_h) in enumerate(zip(a.shape, h.shape)) if n_a != n_h)
+  da = jnp.sum(da, axis=summed, keepdims=True)
+  dh0 = jnp.take(a, 0 if a.shape[axis] == 1 else first, axis) * jnp.take(d, first, axis)
+  return da, d, dh0
+
+
+_chunked_scan.defvjp(_chunked_scan_fwd, _chunked_scan_bwd)
+
+
+def _chunked(a: Array, b: Array, h0: Array | None, reverse: bool, axis: int, *,
+             chunk_size: int = DEFAULT_CHUNK_SIZE) -> Array:
+  """Chunked backend: a loop over ``T // chunk_size`` chunks (state carried across),
+  updating the output buffer in place, with a custom VJP; see the module docstring."""
+  state_shape = b.shape[:axis] + b.shape[axis + 1:]
+  h0 = jnp.zeros(state_shape, b.dtype) if h0 is None else h0
+  return _chunked_scan(a, b, h0, reverse, axis, chunk_size)
 
 
 # Each backend gets a, b at full rank (a may have size 1 on `axis`), h0 already broadcast
