@@ -99,7 +99,7 @@ class Mamba(nn.Module):
   dt_rank: int | str = 'auto'
   dt_min: float = 1e-3
   dt_max: float = 1e-1
-  scan_backend: str = 'sequential'
+  scan_backend: str = 'auto'
   scan_impl: str = 'fused'
   dtype: Any = jnp.float32
 

@@ -83,7 +83,7 @@ class S4D(nn.Module):
   a_init: str = 'lin'
   dt_min: float = 1e-3
   dt_max: float = 1e-1
-  scan_backend: str = 'sequential'
+  scan_backend: str = 'auto'
   dtype: Any = jnp.float32
 
   is_causal = True

@@ -77,7 +77,7 @@ class ModelConfig:
   # Recurrent.
   hoist_input_projection: bool = False
   # State-space models.
-  scan_backend: str = 'sequential'
+  scan_backend: str = 'auto'
   s4d_state_size: int = 64
   s4d_init: str = 'lin'
   mamba_d_state: int = 16
