@@ -98,6 +98,7 @@ def translate(model, model_cfg, params, meta, png: str) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from experiments.comparison import plots  # pylint: disable=g-import-not-at-top
   from seqjax.data.spec import BOS_ID  # pylint: disable=g-import-not-at-top
   from seqjax.training import loop  # pylint: disable=g-import-not-at-top
   metadata = meta['task']['metadata']
@@ -116,27 +117,11 @@ def translate(model, model_cfg, params, meta, png: str) -> dict:
   if len(out) < tokens.shape[1]:
     labels.append('<eos>')  # the step that emitted EOS attends too
   attention = np.asarray(weights[0])[:len(labels), :len(src)]
-  save_attention(attention, [src_codec.decode([i]) for i in src], labels, png)
+  plots.heatmap(attention, path=png, xlabel='source', ylabel='output',
+                title='Bahdanau attention (rows: output tokens)',
+                xticklabels=[src_codec.decode([i]) for i in src], yticklabels=labels)
   return {'source': src_codec.decode(src), 'translation': tgt_codec.decode(out),
           'attention_png': png}
-
-
-def save_attention(weights, src_labels, tgt_labels, path: str) -> None:
-  """Heat map of ``weights`` ``[tgt, src]`` (rows: output tokens, columns: source)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(max(3, 0.35 * len(src_labels) + 1),
-                                  max(3, 0.35 * len(tgt_labels) + 1)))
-  ax.imshow(weights, cmap='viridis', vmin=0.0, vmax=max(float(weights.max()), 1e-9))
-  ax.set_xticks(range(len(src_labels)), [repr(s)[1:-1] for s in src_labels], rotation=90)
-  ax.set_yticks(range(len(tgt_labels)), tgt_labels)
-  ax.set_xlabel('source')
-  ax.set_ylabel('output')
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 def run(workdir: str) -> dict:

@@ -3,12 +3,15 @@ one message per figure."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import matplotlib
 
 matplotlib.use('Agg')  # files only; no display on servers and CI
+import matplotlib.patches  # pylint: disable=g-import-not-at-top
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 
 def lines(records: list[dict[str, Any]], *, x: str, y: str, group: str, path: str,
@@ -40,5 +43,60 @@ def bars(labels: list[str], values: list[float], *, path: str, title: str, ylabe
   ax.tick_params(axis='x', rotation=30)
   ax.grid(True, axis='y', alpha=0.3)
   fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def grouped_bars(labels: list[str], series: dict[str, list[float]], *, path: str,
+                 title: str, ylabel: str, reference: float | None = None,
+                 reference_label: str = '') -> None:
+  """One group of bars per label, one bar per ``series`` entry; optional dashed line."""
+  fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(labels) * len(series)), 4.2))
+  width = 0.8 / max(len(series), 1)
+  for i, (name, values) in enumerate(series.items()):
+    ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))], values,
+           width, label=name)
+  if reference is not None:
+    ax.axhline(reference, color='gray', linestyle='--', linewidth=1, label=reference_label)
+  ax.set_xticks(range(len(labels)), labels)
+  ax.set(title=title, ylabel=ylabel)
+  ax.grid(True, axis='y', alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _tick(label: Any) -> str:
+  # A space or a newline would leave a blank tick; show it as a visible symbol instead.
+  return str(label).replace(' ', '\u2423').replace('\n', '\\n')
+
+
+def heatmap(weights: Any, *, path: str, xlabel: str, ylabel: str, title: str = '',
+            xticklabels: list[Any] | None = None, yticklabels: list[Any] | None = None,
+            marks: list[tuple[int, int]] = (),
+            colorbar_label: str = 'attention weight') -> None:
+  """Heat map of a ``[rows, columns]`` matrix, e.g. attention ``[query, key]`` (rows are
+  the positions that attend, columns the positions attended to, as in Bahdanau et al.
+  2015, fig. 3). ``marks`` outlines ``(row, column)`` cells, e.g. the expected alignment.
+  """
+  weights = np.asarray(weights, np.float32)
+  rows, cols = weights.shape
+  fig, ax = plt.subplots(figsize=(min(max(4.0, 0.28 * cols + 2.2), 14.0),
+                                  min(max(3.0, 0.28 * rows + 1.6), 12.0)))
+  image = ax.imshow(weights, cmap='viridis', vmin=0.0, vmax=max(float(weights.max()), 1e-9),
+                    aspect='auto')
+  for row, col in marks:
+    ax.add_patch(matplotlib.patches.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False,
+                                              edgecolor='red', linewidth=1.2))
+  small = 7 if max(rows, cols) > 20 else 9
+  if xticklabels is not None:
+    ax.set_xticks(range(cols), [_tick(s) for s in xticklabels], rotation=90, fontsize=small)
+  if yticklabels is not None:
+    ax.set_yticks(range(rows), [_tick(s) for s in yticklabels], fontsize=small)
+  ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+  fig.colorbar(image, ax=ax, label=colorbar_label, fraction=0.046, pad=0.04)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
   plt.close(fig)
