@@ -25,6 +25,7 @@ OPTIONS = {
     'induction_heads': {'seq_len': 12, 'num_symbols': 5},
     'listops': {'max_depth': 3, 'max_args': 4, 'max_len': 60, 'op_prob': 0.4},
     'toy_translation': {},
+    'marker_order': {'seq_len': 7, 'num_markers': 3, 'num_symbols': 3},
 }
 
 
