@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -112,3 +114,21 @@ def test_longrange_trains_every_family_with_the_same_budget(tmp_path, monkeypatc
   adding = [r for r in rows if r['task'] == 'adding']
   assert all(r['metric'] == 'mse' and not r['larger_is_better'] for r in adding)
   assert finding.verdict.split(':')[0] in ('Supported', 'Mixed', 'Contradicted')
+
+
+@pytest.mark.parametrize('flags,needle', [
+    (['--only=speed,nope'], "--only: unknown ['nope']"),
+    (['--families=lstm,rnn'], "--families: unknown ['rnn']"),
+    (['--text_csv=/no/such.csv', '--only=realtext'], '--text_csv=/no/such.csv: no such file'),
+    (['--suite=huge'], 'suite'),
+])
+def test_bad_flags_give_one_line_and_nonzero_exit(flags, needle, tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run([sys.executable, '-m', 'experiments.compare',
+                         f'--outdir={tmp_path}', *flags], cwd=repo, capture_output=True,
+                        text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=repo))
+  assert proc.returncode != 0 and 'Traceback' not in proc.stderr
+  line = proc.stderr.strip().splitlines()[-1]
+  assert needle in line, proc.stderr[-1000:]
+  assert not os.listdir(tmp_path)  # nothing measured, nothing written
