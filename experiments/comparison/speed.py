@@ -10,12 +10,14 @@ from experiments.comparison.measure import lm_functions, timed
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import Suite, model_config
 
-# How each SSM runs its recurrence: one sequential and one parallel (associative) form.
-# Mamba's sequential form is its default fused scan (chunks of steps with a custom VJP);
-# its parallel form goes through the materialised [batch, time, 2d, state] decays.
+# How each SSM runs a whole sequence: its recurrence as a sequential and as a parallel
+# (associative) scan, and S4D's default FFT convolution with its SSM kernel. Mamba's
+# sequential form is its default fused scan (chunks of steps with a custom VJP); its
+# parallel form goes through the materialised [batch, time, 2d, state] decays.
 SSM_SCANS = {
-    's4d': {'sequential': {'scan_backend': 'sequential'},
-            'associative': {'scan_backend': 'associative'}},
+    's4d': {'sequential': {'s4d_mode': 'scan', 'scan_backend': 'sequential'},
+            'associative': {'s4d_mode': 'scan', 'scan_backend': 'associative'},
+            'convolution': {'s4d_mode': 'convolution'}},
     'mamba': {'sequential': {'mamba_scan_impl': 'fused'},
               'associative': {'mamba_scan_impl': 'materialized',
                               'scan_backend': 'associative'}},
@@ -27,7 +29,7 @@ def variants(families: list[str]) -> list[tuple[str, dict]]:
   out = []
   for family in families:
     if family in SSM_SCANS:
-      out += [(f'{family} ({kind} scan)', overrides)
+      out += [(f'{family} ({kind}{"" if kind == "convolution" else " scan"})', overrides)
               for kind, overrides in SSM_SCANS[family].items()]
     else:
       out.append((family, {}))
@@ -76,7 +78,8 @@ def _summary(records, suite) -> str:
   return ('Median milliseconds per forward+backward pass, batch '
           f'{suite.batch_size}, ~{suite.target_params:,} parameters per model. Mamba\'s '
           'sequential scan is its default fused, chunked scan; its associative scan runs on '
-          'the materialised `[batch, time, 2d, state]` decays.\n\n' +
+          'the materialised `[batch, time, 2d, state]` decays. S4D\'s default is the FFT '
+          'convolution with its SSM kernel (it has no input-dependent dynamics).\n\n' +
           markdown_table(rows, cols, {c: '.1f' for c in cols[1:]}))
 
 
@@ -108,5 +111,11 @@ def _verdict(records, suite) -> str:
                    'parallelism, which pays off only on wide parallel hardware')
       parts.append(f'{family}: sequential / associative scan time at T={t} is '
                    f'{ratio:.2f} ({outcome}).')
+    conv = f'{family} (convolution)'
+    if {seq, conv} <= models:
+      t = suite.speed_lengths[-1]
+      ratio = _at(records, conv, t) / _at(records, seq, t)
+      parts.append(f'{family}: the FFT convolution (its default parallel form) takes '
+                   f'{ratio:.2f}x the time of the sequential scan at T={t}.')
   head = verdicts[0] if verdicts else 'not measured'
   return f'{head.capitalize()}. ' + ' '.join(parts)

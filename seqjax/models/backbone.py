@@ -46,7 +46,7 @@ def make_mixer(cfg: ModelConfig, causal: bool) -> nn.Module:
                               chunk_size=cfg.attention_chunk, dtype=dtype)
   if cfg.model == 's4d':
     return S4D(d, state_size=cfg.s4d_state_size, a_init=cfg.s4d_init,
-               scan_backend=cfg.scan_backend, dtype=dtype)
+               parallel_mode=cfg.s4d_mode, scan_backend=cfg.scan_backend, dtype=dtype)
   if cfg.model == 'mamba':
     return Mamba(d, d_state=cfg.mamba_d_state, d_conv=cfg.mamba_d_conv,
                  expand=cfg.mamba_expand, scan_backend=cfg.scan_backend,

@@ -45,7 +45,10 @@ class ModelConfig:
     attention_impl: ``exact`` (O(T²) weights) or ``chunked`` (online softmax over
       ``attention_chunk``-sized blocks, O(T) memory, same numbers; no attention-weight
       dropout and no returned weights).
-    scan_backend: ``linear_scan`` backend of S4D and of Mamba's ``materialized`` scan.
+    scan_backend: ``linear_scan`` backend of S4D's ``scan`` mode and of Mamba's
+      ``materialized`` scan.
+    s4d_mode: how S4D runs a whole sequence: ``convolution`` (FFT with the SSM kernel,
+      default) or ``scan`` (the recurrence); same function.
     mamba_scan_impl: ``fused`` (default; discretises inside a chunked scan with a custom
       VJP, never materialising ``[batch, time, 2d, d_state]``) or ``materialized`` (the
       direct form through ``scan_backend``, kept as the reference).
@@ -80,6 +83,7 @@ class ModelConfig:
   scan_backend: str = 'auto'
   s4d_state_size: int = 64
   s4d_init: str = 'lin'
+  s4d_mode: str = 'convolution'
   mamba_d_state: int = 16
   mamba_d_conv: int = 4
   mamba_expand: int = 2
@@ -144,6 +148,7 @@ def _validate(cfg: ModelConfig) -> None:
   _choice('norm', cfg.norm, ('layernorm', 'rmsnorm'))
   _choice('s4d_init', cfg.s4d_init, ('lin', 'inv'))
   _choice('attention_impl', cfg.attention_impl, ('exact', 'chunked'))
+  _choice('s4d_mode', cfg.s4d_mode, ('convolution', 'scan'))
   _choice('mamba_scan_impl', cfg.mamba_scan_impl, ('fused', 'materialized'))
   for name in ('d_model', 'num_layers', 'max_len', 'num_heads', 's4d_state_size',
                'mamba_d_state', 'mamba_d_conv', 'mamba_expand', 'attention_chunk'):

@@ -15,7 +15,7 @@ from seqjax.training.errors import ConfigMismatchError, UserError
 
 # ModelConfig fields that change how a model computes but not its parameters.
 NON_SHAPE_FIELDS = frozenset({'dropout', 'dtype', 'attention_impl', 'attention_chunk',
-                              'scan_backend', 'mamba_scan_impl',
+                              'scan_backend', 's4d_mode', 'mamba_scan_impl',
                               'hoist_input_projection'})
 SCHEDULES = ('cosine', 'constant')
 

@@ -37,7 +37,12 @@ def np_s4d_conv(params, x):
   return y + p['D'] * x
 
 
-BACKENDS = ['sequential', 'associative']
+# The parallel paths: FFT convolution with the SSM kernel, and the recurrence on each scan
+# backend.
+PATHS = {'convolution': {'parallel_mode': 'convolution'},
+         'sequential': {'parallel_mode': 'scan', 'scan_backend': 'sequential'},
+         'associative': {'parallel_mode': 'scan', 'scan_backend': 'associative'},
+         'chunked': {'parallel_mode': 'scan', 'scan_backend': 'chunked'}}
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,9 +62,9 @@ def _params(seed: int, a_init: str = 'lin'):
 
 
 @functools.lru_cache(maxsize=None)
-def _forward(backend: str):
-  """Jitted parallel forward; params do not depend on the backend, so any init fits."""
-  model = S4D(D_MODEL, N_STATE, scan_backend=backend)
+def _forward(path: str):
+  """Jitted parallel forward; params do not depend on the path, so any init fits."""
+  model = S4D(D_MODEL, N_STATE, **PATHS[path])
   return model, jax.jit(model.apply)
 
 
@@ -67,10 +72,10 @@ def _x(seed=0, time=TIME):
   return jax.random.normal(jax.random.key(seed), (BATCH, time, D_MODEL))
 
 
-@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('path', PATHS)
 @pytest.mark.parametrize('a_init', ['lin', 'inv'])
-def test_parallel_matches_convolution_kernel(backend, a_init):
-  _, fwd = _forward(backend)
+def test_parallel_matches_convolution_kernel(path, a_init):
+  _, fwd = _forward(path)
   params = _params(1, a_init)
   x = _x()
   want = np_s4d_conv(params, x)
@@ -108,13 +113,23 @@ def test_discretization_is_stable_for_any_params():
   assert np.all(np.abs(np.asarray(a_bar)) < 1.0)
 
 
-def test_backends_agree():
-  """Sequential and associative scans give the same layer output (gradient agreement of
-  the two backends is tested on linear_scan itself in tests/ops/test_scan.py)."""
+def test_parallel_paths_agree_with_gradients():
+  """FFT convolution and every scan backend give the same outputs and parameter/input
+  gradients (at a length that is not a power of two)."""
   params = _params(3, 'inv')
-  x = _x(3)
-  y_seq, y_assoc = (_forward(b)[1](params, x) for b in BACKENDS)
-  np.testing.assert_allclose(np.asarray(y_assoc), np.asarray(y_seq), rtol=1e-5, atol=1e-6)
+  x = _x(3, time=37)
+
+  def loss(path):
+    model = S4D(D_MODEL, N_STATE, **PATHS[path])
+    return jax.jit(jax.value_and_grad(
+        lambda p, x: jnp.sum(jnp.sin(model.apply(p, x))), argnums=(0, 1)))
+
+  value, grads = loss('sequential')(params, x)
+  for path in ('convolution', 'associative', 'chunked'):
+    other_value, other_grads = loss(path)(params, x)
+    np.testing.assert_allclose(other_value, value, rtol=1e-5)
+    for g, r in zip(jax.tree.leaves(other_grads), jax.tree.leaves(grads)):
+      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * float(np.abs(r).max()))
 
 
 def test_streaming_equals_parallel():
@@ -133,20 +148,23 @@ def test_streaming_equals_parallel():
   state, y_stream = stream(params, x)
   assert state.shape == (BATCH, D_MODEL, N_STATE // 2)
   assert jnp.iscomplexobj(state)
-  for backend in BACKENDS:
-    _, fwd = _forward(backend)
+  for path in PATHS:
+    _, fwd = _forward(path)
     np.testing.assert_allclose(np.asarray(y_stream), np.asarray(fwd(params, x)),
                                rtol=1e-5, atol=1e-5)
 
 
-def test_causal_and_padding_invariant():
-  _, fwd = _forward('sequential')
+@pytest.mark.parametrize('path', ['sequential', 'convolution'])
+def test_causal_and_padding_invariant(path):
+  """Exact for the scan; the FFT convolution is causal up to float32 rounding."""
+  _, fwd = _forward(path)
+  exact = path != 'convolution'
   params = _params(5)
   x = _x(5)
   t0 = 7
   x_pert = x.at[:, t0].add(10.0)
   y, y_pert = fwd(params, x), fwd(params, x_pert)
-  np.testing.assert_array_equal(y[:, :t0], y_pert[:, :t0])
+  np.testing.assert_allclose(y[:, :t0], y_pert[:, :t0], rtol=0, atol=0 if exact else 1e-5)
   assert np.all(np.abs(np.asarray(y[:, t0:] - y_pert[:, t0:])).max(axis=(0, 2)) > 1e-3)
   # Right padding with garbage (and a mask) leaves the real positions unchanged.
   mask = jnp.arange(TIME)[None] < jnp.array([[TIME], [t0]])
@@ -156,8 +174,9 @@ def test_causal_and_padding_invariant():
   np.testing.assert_allclose(y_pad[0], y[0], rtol=1e-6, atol=1e-6)
 
 
-def test_no_unrolled_time_loop():
-  model, _ = _forward('sequential')
+@pytest.mark.parametrize('path', ['sequential', 'convolution'])
+def test_no_unrolled_time_loop(path):
+  model, _ = _forward(path)
   params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
   f = jax.jit(model.apply)
   small = len(f.lower(params, jnp.zeros((BATCH, TIME, D_MODEL))).as_text())
@@ -169,6 +188,7 @@ def test_no_unrolled_time_loop():
     ({'state_size': 7}, 'state_size'),
     ({'a_init': 'legs'}, "'lin', 'inv'"),
     ({'scan_backend': 'fft'}, "'sequential', 'associative'"),
+    ({'parallel_mode': 'fft'}, "'convolution', 'scan'"),
     ({'dt_min': 0.2, 'dt_max': 0.1}, 'dt_min'),
 ])
 def test_bad_arguments_raise(kwargs, match):
