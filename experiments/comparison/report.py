@@ -138,9 +138,11 @@ def write_report(outdir: str, env: dict[str, Any], findings: list[Finding]) -> s
 
 
 def headline(verdict: str) -> str:
-  """The verdict's first sentence (a full stop followed by a space ends it, so decimals
-  such as 0.95 stay whole)."""
-  return re.split(r'\.\s', verdict.strip(), maxsplit=1)[0].rstrip('.')
+  """The verdict's first clause, for the summary table: up to the first full stop or
+  semicolon followed by a space (so decimals such as 0.95 stay whole), or only the word(s)
+  before a colon when that clause is long."""
+  first = re.split(r'[.;]\s', verdict.strip(), maxsplit=1)[0].rstrip('.')
+  return first.split(':')[0] if len(first) > 120 else first
 
 
 def growth_exponent(lengths: list[float], values: list[float]) -> float:

@@ -53,8 +53,8 @@ class ScaleSizes:
 SIZES = {
     'smoke': ScaleSizes(budgets=(8_000, 32_000), num_layers=1, steps=3, batch_size=4,
                         seq_len=24, num_train=32, num_test=16, repeats=2, max_d_model=256),
-    # 12 runs, a few minutes on a 2-core CPU (lstm + transformer measured 127 s loaded).
-    'quick': ScaleSizes(budgets=(25_000, 100_000, 400_000), num_layers=2, steps=120,
+    # 12 runs; the 25k-400k ladder took 234 s for all four families on a quiet 2-core CPU.
+    'quick': ScaleSizes(budgets=(16_000, 64_000, 256_000), num_layers=2, steps=120,
                         batch_size=16, seq_len=64, num_train=2000, num_test=256, repeats=3,
                         max_d_model=1024),
     'full': ScaleSizes(budgets=(1_000_000, 4_000_000, 16_000_000, 64_000_000),

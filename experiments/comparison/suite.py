@@ -40,8 +40,8 @@ class Suite:
 SUITES = {
     'quick': Suite(name='quick', target_params=200_000, num_layers=2, vocab_size=256,
                    batch_size=4, speed_lengths=(128, 256, 512, 1024, 2048),
-                   memory_lengths=(128, 256, 512, 1024, 2048, 4096),
-                   stream_contexts=(128, 512, 2048, 8192), repeats=5),
+                   memory_lengths=(256, 512, 1024, 2048, 4096),
+                   stream_contexts=(128, 512, 2048, 8192), repeats=3),
     # Minutes-free sizes for the test suite and for trying the pipeline end to end.
     'smoke': Suite(name='smoke', target_params=20_000, num_layers=1, vocab_size=32,
                    batch_size=2, speed_lengths=(16, 64), memory_lengths=(16, 64, 256),

@@ -114,6 +114,27 @@ def test_longrange_trains_every_family_with_the_same_budget(tmp_path, monkeypatc
   adding = [r for r in rows if r['task'] == 'adding']
   assert all(r['metric'] == 'mse' and not r['larger_is_better'] for r in adding)
   assert finding.verdict.split(':')[0] in ('Supported', 'Mixed', 'Contradicted')
+  for r in adding:  # the fraction of the predict-the-mean error (1/6) that is removed
+    assert r['score'] == pytest.approx(1 - 6 * r['value'])
+  assert os.path.getsize(tmp_path / finding.figures[0]) > 1000
+
+
+def test_longrange_verdict_counts_ties_and_solved_pairs_as_ties():
+  def rec(task, family, value, larger=True):
+    r = {'task': task, 'distance': 8, 'family': family, 'value': value,
+         'larger_is_better': larger}
+    return {**r, 'score': longrange.score(r)}
+
+  records = [rec('copying', 'lstm', 0.10), rec('copying', 'transformer', 0.90),   # win
+             rec('mqar', 'lstm', 0.50), rec('mqar', 'transformer', 0.51),         # tie
+             rec('adding', 'lstm', 0.003, False),                                 # both
+             rec('adding', 'transformer', 0.001, False),                          # solved
+             rec('induction_heads', 'lstm', 0.9), rec('induction_heads', 'transformer',
+                                                       0.2)]                      # loss
+  verdict = longrange._verdict(records)  # pylint: disable=protected-access
+  assert verdict.startswith('Mixed: at this budget the Transformer beat the LSTM in 1, '
+                            'tied in 2 and lost in 1 of 4 settings')
+  assert longrange._verdict(records[:2]).startswith('Supported')  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize('flags,needle', [
