@@ -10,13 +10,16 @@ import matplotlib
 
 matplotlib.use('Agg')  # files only; no display on servers and CI
 import matplotlib.patches  # pylint: disable=g-import-not-at-top
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import matplotlib.pyplot as plt
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 
 def lines(records: list[dict[str, Any]], *, x: str, y: str, group: str, path: str,
-          title: str, xlabel: str, ylabel: str, loglog: bool = False) -> None:
-  """One line per ``group`` value of ``y`` against ``x``."""
+          title: str, xlabel: str, ylabel: str, loglog: bool = False,
+          logx: bool = False, logy: bool = False) -> None:
+  """One line per ``group`` value of ``y`` against ``x``. ``loglog``: base-2 ``x`` (sequence
+  lengths) and log ``y``; ``logx``/``logy``: base-10 log on one axis (e.g. parameters)."""
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for name in dict.fromkeys(r[group] for r in records):
     rows = sorted((r for r in records if r[group] == name and r.get(y) is not None),
@@ -24,6 +27,10 @@ def lines(records: list[dict[str, Any]], *, x: str, y: str, group: str, path: st
     ax.plot([r[x] for r in rows], [r[y] for r in rows], marker='o', label=str(name))
   if loglog:
     ax.set_xscale('log', base=2)
+  elif logx:
+    ax.set_xscale('log')
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
+  if loglog or logy:
     ax.set_yscale('log')
   ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
   ax.grid(True, which='both', alpha=0.3)

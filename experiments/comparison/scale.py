@@ -18,11 +18,10 @@ import os
 from typing import Any
 
 import jax
-import matplotlib.pyplot as plt
 import ml_collections
 import numpy as np
 
-from experiments.comparison import plots  # pylint: disable=unused-import (sets Agg)
+from experiments.comparison import plots
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite
 from experiments.comparison.training import train_run
@@ -146,12 +145,14 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
           'test_token_accuracy': result.get('test_token_accuracy'),
           **train_step_throughput(workdir, sizes.repeats, seed)})
   figures = ['scale_throughput.png', 'scale_loss.png']
-  _plot(records, 'tokens_per_s', os.path.join(outdir, figures[0]), log_y=True,
-        title='Training throughput vs model size (jitted train step)',
-        ylabel='tokens / s (median, log)')
-  _plot(records, 'test_loss', os.path.join(outdir, figures[1]), log_y=False,
-        title=f'Test loss after {sizes.steps} steps vs model size ({task})',
-        ylabel='test cross-entropy (nats / token)')
+  plots.lines(records, x='params', y='tokens_per_s', group='family', logx=True, logy=True,
+              path=os.path.join(outdir, figures[0]), xlabel='parameters (log)',
+              title='Training throughput vs model size (jitted train step)',
+              ylabel='tokens / s (median, log)')
+  plots.lines(records, x='params', y='test_loss', group='family', logx=True,
+              path=os.path.join(outdir, figures[1]), xlabel='parameters (log)',
+              title=f'Test loss after {sizes.steps} steps vs model size ({task})',
+              ylabel='test cross-entropy (nats / token)')
   return Finding(
       experiment='scale', title='7. Scale',
       claim='LSTM: hard to scale past ~500M parameters. Transformer: scales to hundreds '
@@ -163,22 +164,6 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                  'with size.',
       measured=_summary(records, sizes, task),
       verdict=_verdict(records, sizes), figures=figures, records=records)
-
-
-def _plot(records, y: str, path: str, *, title: str, ylabel: str, log_y: bool) -> None:
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  for family in dict.fromkeys(r['family'] for r in records):
-    rows = sorted((r for r in records if r['family'] == family), key=lambda r: r['params'])
-    ax.plot([r['params'] for r in rows], [r[y] for r in rows], marker='o', label=family)
-  ax.set_xscale('log')
-  if log_y:
-    ax.set_yscale('log')
-  ax.set(title=title, xlabel='parameters (log)', ylabel=ylabel)
-  ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def _exponents(records) -> dict[str, float]:
@@ -195,15 +180,19 @@ def _exponents(records) -> dict[str, float]:
 PUBLISHED = (
     '**Published reference figures** (not measured here):\n\n'
     '- Kaplan et al. 2020, "Scaling Laws for Neural Language Models" (arXiv:2001.08361), '
-    'sec. 3.2.1 / Figure 7: LSTM language models of 1, 2 and 4 layers against '
-    'Transformers at equal non-embedding parameter counts; the Transformer\'s test loss '
-    'pulls ahead as size grows, and the LSTM\'s per-token loss stops improving after '
-    'fewer than ~100 tokens of context while the Transformer\'s keeps falling.\n'
+    'Figure 7: LSTM language models against Transformers at equal non-embedding '
+    'parameter counts; the Transformer\'s test loss pulls ahead as size grows, and the '
+    'LSTM\'s per-token loss stops improving after the first ~100 tokens of context while '
+    'the Transformer\'s keeps falling.\n'
     '- Jozefowicz et al. 2016, "Exploring the Limits of Language Modeling" '
-    '(arXiv:1602.02410): LSTM language models on the One Billion Word benchmark reached '
-    'perplexity 30.0 for the best single model (an ensemble 23.7); their largest LSTM '
-    '(2 layers, 8192 cells, 1024-d projection) has about 1.8B parameters, most of them in '
-    'the embedding and softmax tables of the ~800k-word vocabulary.\n'
+    '(arXiv:1602.02410), abstract: large LSTM language models on the One Billion Word '
+    'benchmark took single-model perplexity from 51.3 to 30.0 and an ensemble to 23.7; '
+    'their biggest LSTMs have two layers of 8192 cells, and most of their parameters sit '
+    'in the embedding and softmax tables of the ~800k-word vocabulary.\n'
+    '- Shazeer et al. 2017, "Outrageously Large Neural Networks: The Sparsely-Gated '
+    'Mixture-of-Experts Layer" (ICLR), abstract: mixture-of-experts layers of up to 137B '
+    'parameters between stacked LSTM layers: LSTM-based models did go far past 500M '
+    'parameters, but through sparse experts, not a bigger recurrent cell.\n'
     '- Brown et al. 2020, "Language Models are Few-Shot Learners" (NeurIPS): a 175B '
     'parameter Transformer (GPT-3).\n'
     '- Beck et al. 2024, "xLSTM: Extended Long Short-Term Memory" (NeurIPS), abstract: '
