@@ -41,13 +41,22 @@ def lines(records: list[dict[str, Any]], *, x: str, y: str, group: str, path: st
 
 
 def bars(labels: list[str], values: list[float], *, path: str, title: str, ylabel: str,
-         log: bool = False) -> None:
-  fig, ax = plt.subplots(figsize=(6.4, 4.2))
-  ax.bar(labels, values, color='tab:blue')
+         log: bool = False, colors: list[str] | None = None,
+         reference: float | None = None, reference_label: str = '',
+         ylim: tuple[float, float] | None = None) -> None:
+  """One bar per label; ``colors`` per bar (default blue), optional dashed ``reference``
+  line (e.g. chance level)."""
+  fig, ax = plt.subplots(figsize=(7.2, 4.4))
+  ax.bar(labels, values, color=colors or 'tab:blue')
   if log:
     ax.set_yscale('log')
+  if reference is not None:
+    ax.axhline(reference, color='k', linestyle='--', linewidth=1, label=reference_label)
+    ax.legend(fontsize=8)
   ax.set(title=title, ylabel=ylabel)
-  ax.tick_params(axis='x', rotation=30)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  plt.setp(ax.get_xticklabels(), rotation=30, ha='right', fontsize=7)
   ax.grid(True, axis='y', alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)

@@ -25,14 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Imported first for its side effect: it selects matplotlib's file-only Agg backend.
+from experiments.comparison import plots
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import Suite
 from experiments.comparison.training import train_run
 from seqjax.data.registry import get_task
 from seqjax.training import loop
-
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 TASK = 'marker_order'
 ENCODER_NO_POSITIONS = 'transformer encoder, no positions'
@@ -152,19 +150,13 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
 
 
 def _accuracy_bars(records, path: str, sizes: Sizes) -> None:
-  fig, ax = plt.subplots(figsize=(7.2, 4.4))
-  ax.bar([r['variant'] for r in records], [r['test_accuracy'] for r in records],
-         color=['tab:red' if r['order_blind'] else 'tab:blue' for r in records])
-  ax.axhline(1.0 / sizes.num_markers, color='k', linestyle='--', label='chance')
-  ax.set(title=f'{TASK}: test accuracy after {sizes.steps} steps\n'
-               f'(~{sizes.target_params:,} parameters each; red = order-blind model)',
-         ylabel='test accuracy (fraction)', ylim=(0.0, 1.05))
-  plt.setp(ax.get_xticklabels(), rotation=30, ha='right', fontsize=7)
-  ax.grid(True, axis='y', alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.bars([r['variant'] for r in records], [r['test_accuracy'] for r in records],
+             path=path, colors=['tab:red' if r['order_blind'] else 'tab:blue'
+                                for r in records],
+             reference=1.0 / sizes.num_markers, reference_label='chance', ylim=(0.0, 1.05),
+             title=f'{TASK}: test accuracy after {sizes.steps} steps\n'
+                   f'(~{sizes.target_params:,} parameters each; red = order-blind model)',
+             ylabel='test accuracy (fraction)')
 
 
 def _chance_margin(sizes: Sizes) -> float:

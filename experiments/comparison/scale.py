@@ -230,7 +230,7 @@ def _summary(records, sizes: ScaleSizes, task: str) -> str:
 
 def _verdict(records, sizes: ScaleSizes) -> str:
   head = (f'Not measured at the claim\'s scale (hundreds of millions of parameters and '
-          f'up; the largest model here has about {max(sizes.budgets):,}). ')
+          f'up, while the largest model here has about {max(sizes.budgets):,}). ')
   largest = {r['family']: r for r in records if r['budget'] == max(sizes.budgets)}
   parts = []
   if {'lstm', 'transformer'} <= set(largest):
