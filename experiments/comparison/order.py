@@ -34,6 +34,15 @@ VARIANTS = [
 LENGTH, NUM_SEQUENCES, NUM_PERMUTATIONS = 32, 8, 4
 
 
+def output_change(apply, tokens: np.ndarray, perms: list[np.ndarray]) -> tuple[float, float]:
+  """``(max |Δ output|, that / max |output|)`` over permutations ``perms`` of the columns
+  (time steps) of ``tokens`` ``[batch, time]``; ``apply`` maps tokens to outputs."""
+  base = np.asarray(apply(jnp.asarray(tokens)))
+  change = max(float(np.abs(np.asarray(apply(jnp.asarray(tokens[:, p]))) - base).max())
+               for p in perms)
+  return change, change / max(float(np.abs(base).max()), 1e-30)
+
+
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   rng = np.random.default_rng(seed)
   tokens = rng.integers(1, suite.vocab_size, (NUM_SEQUENCES, LENGTH)).astype(np.int32)
@@ -47,12 +56,9 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
     model = build_model(cfg)
     params = model.init(jax.random.key(seed), jnp.asarray(tokens))['params']
     apply = jax.jit(lambda t, m=model, p=params: m.apply({'params': p}, t))
-    base = np.asarray(apply(jnp.asarray(tokens)))
-    change = max(float(np.abs(np.asarray(apply(jnp.asarray(tokens[:, p]))) - base).max())
-                 for p in perms)
+    change, relative = output_change(apply, tokens, perms)
     records.append({'model': label, 'max_abs_output_change': change,
-                    'relative_change': change / float(np.abs(base).max()),
-                    'order_blind': change < 1e-5})
+                    'relative_change': relative, 'order_blind': change < 1e-5})
   figure = 'order.png'
   plots.bars([r['model'] for r in records],
              [max(r['relative_change'], 1e-9) for r in records],

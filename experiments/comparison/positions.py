@@ -22,10 +22,10 @@ import shutil
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments.comparison import plots
+from experiments.comparison.order import output_change
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import Suite
 from experiments.comparison.training import train_run
@@ -96,10 +96,7 @@ def permutation_change(workdir: str, inputs: np.ndarray, perms: list[np.ndarray]
   of ``inputs`` ``[batch, time]`` are permuted by each of ``perms``."""
   model, _, params, _, _ = loop.load_for_inference(workdir, 'latest')
   apply = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
-  base = np.asarray(apply(jnp.asarray(inputs)))
-  change = max(float(np.abs(np.asarray(apply(jnp.asarray(inputs[:, p]))) - base).max())
-               for p in perms)
-  return change / max(float(np.abs(base).max()), 1e-30)
+  return output_change(apply, inputs, perms)[1]
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:

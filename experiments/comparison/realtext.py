@@ -98,6 +98,8 @@ def _fixed_splits(common: dict[str, Any], task: Task) -> dict[str, Any]:
 
 def majority_rate(task: Task) -> float:
   """Accuracy of always predicting the test split's most frequent label (chance level)."""
+  # A TFDS task's opener exposes its raw records: reading labels there skips tokenising
+  # every test text; other tasks go through their examples.
   split = task.open.source('test') if hasattr(task.open, 'source') else task.dataset('test')
   labels = np.array([int(np.asarray(split[i]['label'])) for i in range(len(split))])
   return float(np.bincount(labels).max() / len(labels))
