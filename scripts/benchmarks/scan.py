@@ -7,6 +7,14 @@ elementwise ``a*b+c`` over the same number of elements measured in the same run
 (the ``common.elementwise_bandwidth_gbs`` kernel, timed round-robin with the scans), and
 ``auto``'s time relative to the fastest backend. ``*_best`` fields use the minimum over
 repeats instead of the median (less sensitive to other jobs on a shared machine).
+
+A second peer, ``loop_elementwise``, bounds what any loop over time can do here: the
+chunked backend's loop (``fori_loop``, one time step per iteration, in place into a buffer
+that starts as ``b``) with the recurrence's dependence removed (``out_t = 2 a_t + out_t``:
+same slices, same bytes, no carried state). ``frac_loop_bw`` is the scan's bandwidth as a
+fraction of that loop's. On XLA:CPU the loop body runs on one core while ``a*b+c`` is
+split over all of them, so ``frac_loop_bw`` near 1 with ``frac_elementwise_bw`` below it
+says the time goes to the loop structure, not to the recurrence.
 Plus one ``linear_scan_grad`` record per backend (except the associative scan) at
 B=8, T=4096, D=256 float32: a gradient step (forward and backward pass) timed round-robin,
 relative to ``sequential`` (autodiff of ``lax.scan``). The chunked backend's custom VJP
@@ -38,6 +46,15 @@ def _inputs(shape: tuple[int, int, int], complex_: bool):
   return a, b
 
 
+def _loop_elementwise(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``out_t = 2 a_t + b_t`` through the chunked backend's loop structure (time axis 1)."""
+  def body(t, out):
+    step = (2 * jax.lax.dynamic_index_in_dim(a, t, 1, keepdims=False)
+            + jax.lax.dynamic_index_in_dim(out, t, 1, keepdims=False))
+    return jax.lax.dynamic_update_index_in_dim(out, step, t, 1)
+  return jax.lax.fori_loop(0, b.shape[1], body, b)
+
+
 def run(quick: bool = False) -> list[dict]:
   """One record per (shape, dtype, backend), plus ``auto_vs_fastest`` on every record."""
   shapes = QUICK_SHAPES if quick else FULL_SHAPES
@@ -57,8 +74,10 @@ def run(quick: bool = False) -> list[dict]:
       fns = {n: (jax.jit(functools.partial(linear_scan, backend=n)), (a, b))
              for n in backends}
       fns['_elementwise'] = (jax.jit(lambda x, y, z: x * y + z), (x, y, z))
+      fns['_loop'] = (jax.jit(_loop_elementwise), (a, b))
       timings = common.time_interleaved(fns, repeats=repeats)
       elementwise = timings.pop('_elementwise')
+      loop = timings.pop('_loop')
       nbytes = 3 * a.size * a.dtype.itemsize  # read a, b; write h
       for stat in ('median_ms', 'min_ms'):
         fastest = min(t[stat] for n, t in timings.items() if n != 'auto')
@@ -66,6 +85,7 @@ def run(quick: bool = False) -> list[dict]:
           t[f'vs_fastest_{stat[:-3]}'] = t[stat] / fastest
       bandwidth = 16 * num / (elementwise['median_ms'] * 1e-3) / 1e9
       bandwidth_best = 16 * num / (elementwise['min_ms'] * 1e-3) / 1e9
+      loop_bandwidth = nbytes / (loop['median_ms'] * 1e-3) / 1e9
       for backend, t in timings.items():
         gbs = nbytes / (t['median_ms'] * 1e-3) / 1e9
         gbs_best = nbytes / (t['min_ms'] * 1e-3) / 1e9
@@ -77,6 +97,7 @@ def run(quick: bool = False) -> list[dict]:
             'median_ms': t['median_ms'], 'min_ms': t['min_ms'], 'gb_per_s': gbs,
             'elementwise_gb_per_s': bandwidth, 'frac_elementwise_bw': gbs / bandwidth,
             'frac_elementwise_bw_best': gbs_best / bandwidth_best,
+            'loop_elementwise_ms': loop['median_ms'], 'frac_loop_bw': gbs / loop_bandwidth,
             'vs_fastest': t['vs_fastest_median'], 'vs_fastest_best': t['vs_fastest_min'],
             'auto_vs_fastest': timings['auto']['vs_fastest_median'],
             'auto_vs_fastest_best': timings['auto']['vs_fastest_min']})

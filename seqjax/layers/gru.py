@@ -10,6 +10,8 @@ Per time step, with ``x_t`` ``[batch, input]`` and the state ``h`` ``[batch, H]`
 Gate blocks in PyTorch's order ``(r, z, n)`` along the last axis, computed by one fused
 matmul pair ``x_t @ w_ih + b_ih`` and ``h @ w_hh + b_hh``. Unlike the LSTM, the two
 biases cannot be merged: ``b_hn`` sits inside ``r_t ⊙ (...)``, so both are kept whole.
+:class:`GRU` trains through the fused scan with a hand-written backward pass
+(:mod:`seqjax.layers.gru_vjp`) unless ``fused_backward=False``.
 
 Parameter layout (``variables['params']`` of :class:`GRU`)::
 
@@ -77,7 +79,7 @@ class GRU(RecurrentStack):
   """Multi-layer (bi)GRU: ``x`` ``[batch, time, input_size]`` -> ``[batch, time, H * D]``.
 
   ``GRU(input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-  hoist_input_projection=False, dtype=jnp.float32)``; methods as
+  hoist_input_projection=False, fused_backward=True, dtype=jnp.float32)``; methods as
   :class:`seqjax.layers.recurrent.RecurrentStack`, the state per layer is ``h``.
   """
 

@@ -7,9 +7,10 @@ else is generic and lives here, written once for every cell:
 * :func:`masked_scan` — one direction of one layer over time with ``jax.lax.scan``. On a
   padded token the carry is kept (``carry = where(mask_t, new, old)``) and the output is 0,
   so padding never advances the state and the result is correct for any mask.
-* :func:`seqjax.layers.recurrent_vjp.lstm_scan` — the LSTM's fused equivalent of
-  :func:`masked_scan` with a hand-written (cuDNN-style) backward pass; the stack uses it
-  by default (``fused_backward=True``), other cells keep autodiff of :func:`masked_scan`.
+* :func:`seqjax.layers.recurrent_vjp.lstm_scan` and :func:`seqjax.layers.gru_vjp.gru_scan`
+  — the LSTM's and the GRU's fused equivalents of :func:`masked_scan` with a hand-written
+  (cuDNN-style) backward pass; the stack uses them by default (``fused_backward=True``),
+  other cells keep autodiff of :func:`masked_scan`.
 * :class:`RecurrentStack` — PyTorch ``nn.LSTM``/``nn.GRU``-style stacking: ``num_layers``
   layers, optional bidirectional layers, dropout between layers, with the seqjax mixer
   interface (``__call__``/``init_state``/``step``, see ``seqjax.layers.base``).
@@ -198,8 +199,9 @@ class RecurrentStack(nn.Module):
       :func:`masked_scan`); both settings compute the same function. Ignored by the
       fused path (which projects the input per step: measured faster on CPU).
     fused_backward: use the cell's fused scan with a hand-written backward pass when it
-      has one (the LSTM, :mod:`seqjax.layers.recurrent_vjp`); same function and
-      gradients as autodiff of :func:`masked_scan` (tested to 1e-5), faster to train.
+      has one (the LSTM, :mod:`seqjax.layers.recurrent_vjp`, and the GRU,
+      :mod:`seqjax.layers.gru_vjp`); same function and gradients as autodiff of
+      :func:`masked_scan` (tested to 1e-5), faster to train.
     dtype: computation dtype (params stay float32; the state is at least float32).
   """
 

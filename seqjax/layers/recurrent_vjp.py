@@ -35,10 +35,10 @@ carry passes through unchanged and the output is 0, so in the backward pass the 
 gradient passes through and ``dz_t = 0``. Tested against autodiff of ``masked_scan``
 (``tests/layers/test_recurrent_fast.py``) to 1e-5 in outputs and all gradients.
 
-Only the LSTM has this path so far; the GRU keeps plain autodiff. The same structure
-would carry over (the GRU's reset gate multiplies the hidden projection,
-``r * (W_hn h + b_hn)``, so it needs two per-step gradient streams, one for the input and
-one for the hidden pre-activations), but it was not written or measured here.
+The GRU has the same path in :mod:`seqjax.layers.gru_vjp` (:func:`gru_scan`; its reset
+gate multiplies the hidden projection, ``r * (W_hn h + b_hn)``, so it emits two per-step
+gradient streams, one for the input and one for the hidden pre-activations).
+:func:`fast_scan_for` picks the fused scan for a cell.
 """
 
 from __future__ import annotations
@@ -175,6 +175,12 @@ def lstm_scan(params: Mapping[str, Array], xs: Array, mask: Array | None,
 
 
 def fast_scan_for(cell: Any) -> Callable | None:
-  """The fused scan for ``cell`` (the library's LSTM cell), or ``None`` (use autodiff)."""
-  from seqjax.layers.lstm import LSTM_CELL  # lazy: lstm.py imports recurrent.py
-  return lstm_scan if cell is LSTM_CELL else None
+  """The fused scan for ``cell`` (the library's LSTM or GRU cell), or ``None`` (use
+  autodiff)."""
+  # lazy: lstm.py and gru.py import recurrent.py, which imports this module
+  from seqjax.layers.gru import GRU_CELL
+  from seqjax.layers.gru_vjp import gru_scan
+  from seqjax.layers.lstm import LSTM_CELL
+  if cell is LSTM_CELL:
+    return lstm_scan
+  return gru_scan if cell is GRU_CELL else None

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers.gru import GRU_CELL
+from seqjax.layers.gru_vjp import gru_scan
 from seqjax.layers.lstm import LSTM, LSTM_CELL
 from seqjax.layers.recurrent import masked_scan
 from seqjax.layers.recurrent_vjp import fast_scan_for, lstm_scan
@@ -88,10 +89,11 @@ def test_bidirectional_stack_fused_equals_autodiff():
   _close(g_fast, g_ref)
 
 
-def test_fused_path_only_for_the_lstm_and_no_unrolled_loop():
-  """The GRU keeps autodiff; the fused gradient program does not grow with T."""
+def test_fused_paths_and_no_unrolled_loop():
+  """LSTM and GRU map to their fused scans; the fused gradient program does not grow
+  with T."""
   assert fast_scan_for(LSTM_CELL) is lstm_scan
-  assert fast_scan_for(GRU_CELL) is None
+  assert fast_scan_for(GRU_CELL) is gru_scan
   params, _, carry, _, _, _ = _arrays(3)
 
   def hlo_size(time):
