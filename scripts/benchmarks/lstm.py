@@ -1,4 +1,4 @@
-"""LSTM training-step benchmark: seqjax variants vs Flax ``OptimizedLSTMCell`` (issue 6, item 1).
+"""LSTM (and GRU) training-step benchmark: seqjax variants vs Flax's cells (issue 6, item 1).
 
 One step = forward over ``x`` ``[B, T, E]``, loss = sum of the outputs, gradients w.r.t. the
 parameters and the inputs (B=32, T=256, E=H=256, float32). Variants:
@@ -10,6 +10,11 @@ parameters and the inputs (B=32, T=256, E=H=256, float32). Variants:
 * ``flax_optimized_lstm``: ``flax.linen.RNN(flax.linen.OptimizedLSTMCell(H))``;
 * ``torch_lstm``: ``torch.nn.LSTM`` (eager, ``torch.set_num_threads`` = core count) when
   ``import torch`` works; optional, the benchmark runs unchanged without torch.
+
+The GRU gets the same treatment in its own round-robin group (``bench: gru_train_step``):
+``seqjax_fused`` (:mod:`seqjax.layers.gru_vjp`), ``seqjax_autodiff``,
+``flax_gru`` = ``flax.linen.RNN(flax.linen.GRUCell(H))`` (the ``speedup_vs_flax`` peer)
+and ``torch_gru`` = ``torch.nn.GRU`` when torch is installed; FLOPs with ``3H`` gates.
 
 FLOPs counted: the LSTM matmuls only, forward ``2·B·T·4H·(E+H)``, backward 2× forward.
 ``frac_matmul_peak`` divides by the GFLOP/s of a 2048^3 float32 matmul (the
@@ -28,27 +33,29 @@ import jax
 import jax.numpy as jnp
 
 from scripts.benchmarks import common
+from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
 
 
-def _seqjax_step(batch: int, time_: int, emb: int, hidden: int, **kwargs: Any):
-  model = LSTM(emb, hidden, **kwargs)
+def _seqjax_step(batch: int, time_: int, emb: int, hidden: int, layer=LSTM, **kwargs: Any):
+  model = layer(emb, hidden, **kwargs)
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, time_, emb), jnp.float32)
   params = model.init(jax.random.PRNGKey(1), x[:, :2])['params']
   loss = lambda p, x: jnp.sum(model.apply({'params': p}, x))
   return jax.jit(jax.grad(loss, argnums=(0, 1))), (params, x)
 
 
-def _flax_step(batch: int, time_: int, emb: int, hidden: int):
-  model = nn.RNN(nn.OptimizedLSTMCell(hidden))
+def _flax_step(batch: int, time_: int, emb: int, hidden: int,
+               cell=nn.OptimizedLSTMCell):
+  model = nn.RNN(cell(hidden))
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, time_, emb), jnp.float32)
   params = model.init(jax.random.PRNGKey(1), x)['params']
   loss = lambda p, x: jnp.sum(model.apply({'params': p}, x))
   return jax.jit(jax.grad(loss, argnums=(0, 1))), (params, x)
 
 
-def _torch_step(batch: int, time_: int, emb: int, hidden: int):
-  """``torch.nn.LSTM`` train step as a ``(fn, args)`` entry for the round-robin timing
+def _torch_step(batch: int, time_: int, emb: int, hidden: int, module: str = 'LSTM'):
+  """``torch.nn.LSTM`` (or ``torch.nn.<module>``) train step as a ``(fn, args)`` entry for the round-robin timing
   (same loss: sum of the outputs; gradients w.r.t. the parameters and the input), or
   None when torch is not installed. Uses every core, like XLA.
 
@@ -61,7 +68,7 @@ def _torch_step(batch: int, time_: int, emb: int, hidden: int):
     return None
   torch.set_num_threads(os.cpu_count() or 1)
   torch.manual_seed(0)
-  lstm = torch.nn.LSTM(emb, hidden, batch_first=True)
+  lstm = getattr(torch.nn, module)(emb, hidden, batch_first=True)
   x = torch.randn(batch, time_, emb, requires_grad=True)
 
   def step():
@@ -74,49 +81,67 @@ def _torch_step(batch: int, time_: int, emb: int, hidden: int):
   return step, ()
 
 
-def run(quick: bool = False) -> list[dict]:
-  """Benchmarks one LSTM training step per variant; returns one record per variant."""
-  batch, time_, emb, hidden = 32, 256, 256, 256
+def _time_group(bench: str, gates: int, variants: dict, peer: str, torch_entry,
+                torch_name: str, quick: bool) -> list[dict]:
+  """Times ``variants`` (name -> maker of ``(jitted fn, args)``) round-robin with the
+  matmul peak (and torch when installed); one record per variant, ratios against
+  ``peer``."""
+  batch, time_, emb, hidden = SHAPE
   repeats = 5 if quick else 11
-  flops = 3 * 2 * batch * time_ * 4 * hidden * (emb + hidden)  # fwd + 2x fwd for bwd
-  variants = {
-      'flax_optimized_lstm': lambda: _flax_step(batch, time_, emb, hidden),
-      'seqjax_fused': lambda: _seqjax_step(batch, time_, emb, hidden),
-      'seqjax_autodiff': lambda: _seqjax_step(batch, time_, emb, hidden,
-                                              fused_backward=False),
-      'seqjax_autodiff_hoist': lambda: _seqjax_step(
-          batch, time_, emb, hidden, fused_backward=False, hoist_input_projection=True),
-  }
+  # fwd + 2x fwd for bwd; gates * H outputs per matmul row
+  flops = 3 * 2 * batch * time_ * gates * hidden * (emb + hidden)
   # Round-robin timing: other jobs' load hits every variant alike (shared machine).
   # The matmul peak is timed in the same rounds, so it sees the same load.
   n = 2048
   square = jnp.ones((n, n), jnp.float32)
   fns = {name: make() for name, make in variants.items()}
   fns['_matmul'] = (jax.jit(lambda a: a @ a), (square,))
-  torch_entry = _torch_step(batch, time_, emb, hidden)
   if torch_entry is not None:
-    fns['torch_lstm'] = torch_entry
+    fns[torch_name] = torch_entry
   timings = common.time_interleaved(fns, repeats=repeats)
   matmul = timings.pop('_matmul')
   peak = 2 * n ** 3 / (matmul['median_ms'] * 1e-3) / 1e9
   peak_best = 2 * n ** 3 / (matmul['min_ms'] * 1e-3) / 1e9
-  flax_ms = timings['flax_optimized_lstm']['median_ms']
+  base = timings[peer]
   records = []
   for name, t in timings.items():
     ms = t['median_ms']
     gflops = flops / (ms * 1e-3) / 1e9
     records.append({
-        'bench': 'lstm_train_step', 'variant': name, 'batch': batch, 'time': time_,
+        'bench': bench, 'variant': name, 'batch': batch, 'time': time_,
         'embed': emb, 'hidden': hidden, 'dtype': 'float32', 'median_ms': ms,
         'min_ms': t['min_ms'], 'tokens_per_s': batch * time_ / (ms * 1e-3),
         'gflops': gflops, 'matmul_peak_gflops': peak, 'frac_matmul_peak': gflops / peak,
-        'speedup_vs_flax': flax_ms / ms,
+        'speedup_vs_flax': base['median_ms'] / ms,
         'frac_matmul_peak_best': flops / (t['min_ms'] * 1e-3) / 1e9 / peak_best,
-        'speedup_vs_flax_best': timings['flax_optimized_lstm']['min_ms'] / t['min_ms'],
+        'speedup_vs_flax_best': base['min_ms'] / t['min_ms'],
         'median_cpu_ms': t.get('median_cpu_ms'),
-        'speedup_vs_flax_cpu': (timings['flax_optimized_lstm'].get('median_cpu_ms', 0)
-                                / t['median_cpu_ms']) if 'median_cpu_ms' in t else None})
+        'speedup_vs_flax_cpu': (base.get('median_cpu_ms', 0) / t['median_cpu_ms'])
+                               if 'median_cpu_ms' in t else None})
   return records
+
+
+SHAPE = (32, 256, 256, 256)  # batch, time, embed, hidden
+
+
+def run(quick: bool = False) -> list[dict]:
+  """One LSTM, then one GRU training step per variant; one record per variant."""
+  shape = SHAPE
+  lstm = _time_group(
+      'lstm_train_step', 4, {
+          'flax_optimized_lstm': lambda: _flax_step(*shape),
+          'seqjax_fused': lambda: _seqjax_step(*shape),
+          'seqjax_autodiff': lambda: _seqjax_step(*shape, fused_backward=False),
+          'seqjax_autodiff_hoist': lambda: _seqjax_step(
+              *shape, fused_backward=False, hoist_input_projection=True),
+      }, 'flax_optimized_lstm', _torch_step(*shape), 'torch_lstm', quick)
+  gru = _time_group(
+      'gru_train_step', 3, {
+          'flax_gru': lambda: _flax_step(*shape, cell=nn.GRUCell),
+          'seqjax_fused': lambda: _seqjax_step(*shape, layer=GRU),
+          'seqjax_autodiff': lambda: _seqjax_step(*shape, layer=GRU, fused_backward=False),
+      }, 'flax_gru', _torch_step(*shape, module='GRU'), 'torch_gru', quick)
+  return lstm + gru
 
 
 if __name__ == '__main__':
