@@ -9,18 +9,26 @@ small, bandwidth-bound updates of a ``[H, 4H]`` accumulator. :func:`lstm_scan` i
   only what the backward pass needs: each step's local derivatives (``[B, 4H]`` gate
   factors and ``[B, H]`` forget gate and ``dh -> dc`` factor, see :func:`_forward`) and
   ``h_{t-1}`` ``[B, H]``. Saving derivatives instead of activations takes the ``tanh``
-  recomputation and most multiplies out of the backward loop (the whole train step went
-  from 1.13-1.15x to 1.24-1.29x Flax's cell in three same-process runs, 2026-11-24). The input
-  projection stays *inside* the loop: hoisting it as one ``[T*B, E] @ [E, 4H]`` matmul
-  writes and re-reads a ``[T, B, 4H]`` buffer (32 MB at the benchmark shape); XLA:CPU ran
-  that matmul at 107 GFLOP/s against ~165 for the per-step ones, and the forward scan
-  measured 1.7x slower hoisted (120 vs 70 ms, 2026-11-24). One matmul per step on
-  ``[x_t, h]`` with the stacked weights measured no faster and slower end to end;
+  recomputation and most multiplies out of the backward loop: the bare scan's train step
+  went from about 1.15x to 1.25x Flax's cell (medians of three same-process runs), the
+  ``LSTM`` module's in ``scripts/benchmarks/lstm.py`` from 1.10x to 1.13-1.17x
+  (2026-11-24). The input projection stays *inside* the loop: hoisting it as one
+  ``[T*B, E] @ [E, 4H]`` matmul writes and re-reads a ``[T, B, 4H]`` buffer (32 MB at the
+  benchmark shape); XLA:CPU ran that matmul at 107 GFLOP/s against ~165 for the per-step
+  ones, and the forward scan measured 1.7x slower hoisted (120 vs 70 ms). Also slower or
+  no faster: one matmul per step on ``[x_t, h]`` with stacked weights, hoisting per chunk
+  of 8-32 steps, packing the residuals into one array;
 * backward: a reverse ``lax.scan`` whose carry is only ``(dh, dc)`` and whose per-step
   work is a few elementwise products and one ``[B, 4H] @ [4H, H]`` matmul; it emits the
   pre-activation gradients ``dz_t`` ``[B, 4H]``;
 * then ``dW_hh = H_prev^T dZ``, ``dW_ih = X^T dZ``, ``db = sum dZ`` and ``dX = dZ W_ih^T``
   as four large matmuls over all ``T*B`` rows.
+
+Where the time goes (XLA:CPU profile of the B=32, T=256, E=H=256 step, 2026-11-24): the
+3 x 256 per-step ``[32, 256] @ [256, 1024]``-sized matmuls about 43 % (~108 us each,
+~155 GFLOP/s), the four large matmuls about 38 %, the rest (zero-filling fresh output
+buffers, elementwise kernels, concatenations) about 19 %. Both matmul groups already run
+at 80-95 % of a large square matmul's rate, so little is left to gain at this level.
 
 Gradients (Hochreiter & Schmidhuber 1997 cell, PyTorch gate order ``i, f, g, o``), with
 ``c_t = f c_{t-1} + i g`` and ``h_t = o tanh(c_t)``::

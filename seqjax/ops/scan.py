@@ -38,7 +38,11 @@ mixing to this elementwise recurrence, so it lives here once with interchangeabl
   0.19; an associative scan within chunks; a two-pass scheme (chunk summaries in one
   parallel kernel, carries, then all chunks advanced together) 0.44-0.75 vs 0.47-0.73
   for this loop over three runs, i.e. no better although its big kernels use both cores
-  (it moves about twice the bytes).
+  (it moves about twice the bytes). The loop itself is the limit: the same ``fori_loop``
+  with the dependence removed (``out_t = 2 a_t + out_t``, same slices and bytes) took as
+  long as the scan (``frac_loop_bw`` 0.83-1.02 in ``scripts/benchmarks/scan.py``,
+  2026-11-24), so the recurrence costs nothing beyond XLA:CPU running a loop over time on
+  one core.
 * ``'auto'``: picks one of the above per platform (``jax.default_backend()``) and shape
   in :func:`select_backend`, from the measurements recorded there.
 
