@@ -1,12 +1,14 @@
-"""The fused LSTM scan (hand-written backward) equals autodiff of the reference scan."""
+"""The fused LSTM and GRU scans (hand-written backward) equal autodiff of the reference
+scan."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from seqjax.layers.gru import GRU_CELL
+from seqjax.layers.gru import GRU, GRU_CELL
 from seqjax.layers.gru_vjp import gru_scan
 from seqjax.layers.lstm import LSTM, LSTM_CELL
 from seqjax.layers.recurrent import masked_scan
@@ -21,17 +23,23 @@ def _close(a, b):
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-5), a, b)
 
 
-def _arrays(seed):
+def _arrays(cell, seed):
+  """Params of ``cell`` (one direction), inputs ``[T, B, E]``, an initial carry, and
+  loss weights for the outputs and for each leaf of the final carry."""
   rng = np.random.default_rng(seed)
   f32 = lambda *s: rng.normal(size=s).astype(np.float32)
-  params = {'w_ih': 0.5 * f32(E, 4 * H), 'w_hh': 0.5 * f32(H, 4 * H), 'b': 0.5 * f32(4 * H)}
-  return params, f32(T, B, E), (f32(B, H), f32(B, H)), f32(T, B, H), f32(B, H), f32(B, H)
+  params = {name: 0.5 * f32(*shape) for name, shape in cell.param_shapes(E, H).items()}
+  carry = jax.tree.map(lambda z: f32(*z.shape), cell.init_carry(B, H, jnp.float32))
+  carry_weights = jax.tree.map(lambda z: f32(*z.shape), carry)
+  return params, f32(T, B, E), carry, f32(T, B, H), carry_weights
 
 
-def test_lstm_scan_equals_autodiff_of_masked_scan():
+@pytest.mark.parametrize('cell, fused', [(LSTM_CELL, lstm_scan), (GRU_CELL, gru_scan)],
+                         ids=['lstm', 'gru'])
+def test_fused_scan_equals_autodiff_of_masked_scan(cell, fused):
   """Outputs, final carry and gradients w.r.t. params, inputs and the initial carry, both
   directions, with and without a padding mask (all four in one compiled loss)."""
-  params, xs, carry, w_y, w_h, w_c = _arrays(0)
+  params, xs, carry, w_y, w_final = _arrays(cell, 0)
   mask = jnp.asarray(np.arange(T)[:, None] < LENGTHS[None])
   cases = [(m, r) for m in (None, mask) for r in (False, True)]
 
@@ -39,14 +47,15 @@ def test_lstm_scan_equals_autodiff_of_masked_scan():
     def f(params, xs, carry):
       total, outs = 0.0, []
       for m, reverse in cases:
-        (h, c), ys = scan_fn(params, xs, m, carry, reverse)
-        total += jnp.sum(w_y * ys) + jnp.sum(w_h * h) + jnp.sum(w_c * c)
-        outs.append((h, c, ys))
+        final, ys = scan_fn(params, xs, m, carry, reverse)
+        total += jnp.sum(w_y * ys) + sum(
+            jnp.sum(w * s) for w, s in zip(jax.tree.leaves(w_final), jax.tree.leaves(final)))
+        outs.append((final, ys))
       return total, outs
     return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))
 
-  ref = loss(lambda p, x, m, c, r: masked_scan(LSTM_CELL, p, x, m, c, reverse=r))
-  fast = loss(lambda p, x, m, c, r: lstm_scan(p, x, m, c, reverse=r))
+  ref = loss(lambda p, x, m, c, r: masked_scan(cell, p, x, m, c, reverse=r))
+  fast = loss(lambda p, x, m, c, r: fused(p, x, m, c, reverse=r))
   (v_ref, out_ref), g_ref = ref(params, xs, carry)
   (v_fast, out_fast), g_fast = fast(params, xs, carry)
   _close(out_fast, out_ref)
@@ -54,17 +63,19 @@ def test_lstm_scan_equals_autodiff_of_masked_scan():
   _close(g_fast, g_ref)
   assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(g_ref))
   pad = ~np.asarray(mask)
-  for (m, _), (_, _, ys) in zip(cases, out_fast):
+  for (m, _), (_, ys) in zip(cases, out_fast):
     if m is not None:  # padded outputs are exactly 0
       assert np.all(np.asarray(ys)[pad] == 0)
 
 
-def test_bidirectional_stack_fused_equals_autodiff():
-  """A 2-layer bidirectional LSTM with a mask, initial_state and return_final_state:
-  fused_backward=True and False agree in outputs, final states and all gradients."""
+@pytest.mark.parametrize('layer', [LSTM, GRU], ids=['lstm', 'gru'])
+def test_bidirectional_stack_fused_equals_autodiff(layer):
+  """A 2-layer bidirectional LSTM / GRU with a mask, initial_state and
+  return_final_state: fused_backward=True and False agree in outputs, final states and
+  all gradients."""
   x = np.random.default_rng(1).normal(size=(B, T, E)).astype(np.float32)
   mask = np.arange(T)[None] < LENGTHS[:, None]
-  models = {f: LSTM(E, H, num_layers=2, bidirectional=True, fused_backward=f)
+  models = {f: layer(E, H, num_layers=2, bidirectional=True, fused_backward=f)
             for f in (True, False)}
   variables = jax.jit(models[True].init)(jax.random.key(0), x[:, :2])
   rng = np.random.default_rng(2)
@@ -87,6 +98,7 @@ def test_bidirectional_stack_fused_equals_autodiff():
   (_, out_ref), g_ref = grads(models[False])
   _close(out_fast, out_ref)
   _close(g_fast, g_ref)
+  assert all(np.abs(g).max() > 0 for g in jax.tree.leaves(g_ref))
 
 
 def test_fused_paths_and_no_unrolled_loop():
@@ -94,7 +106,7 @@ def test_fused_paths_and_no_unrolled_loop():
   with T."""
   assert fast_scan_for(LSTM_CELL) is lstm_scan
   assert fast_scan_for(GRU_CELL) is gru_scan
-  params, _, carry, _, _, _ = _arrays(3)
+  params, _, carry, _, _ = _arrays(LSTM_CELL, 3)
 
   def hlo_size(time):
     xs = jnp.zeros((time, B, E))
