@@ -39,7 +39,7 @@ projection (``b_hn`` included), which is why ``b_ih`` and ``b_hh`` get different
 Masking is the same as :func:`seqjax.layers.recurrent.masked_scan`: on a padded step the
 carry passes through unchanged and the output is 0, so in the backward pass the carry
 gradient passes through and ``dg_x = dg_h = 0``. Tested against autodiff of ``masked_scan``
-(``tests/layers/test_gru_fast.py``) to 1e-5 in outputs and all gradients.
+(``tests/layers/test_recurrent_fast.py``) to 1e-5 in outputs and all gradients.
 """
 
 from __future__ import annotations
