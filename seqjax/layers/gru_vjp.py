@@ -44,11 +44,12 @@ gradient passes through and ``dg_x = dg_h = 0``. Tested against autodiff of ``ma
 
 from __future__ import annotations
 
-import functools
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+
+from seqjax.layers.recurrent_vjp import fused_scan, sum_over_steps
 
 Array = jax.Array
 
@@ -95,17 +96,6 @@ def _forward(reverse: bool, params: Mapping[str, Array], xs: Array, mask: Array 
   return final, ys, res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _gru_scan(reverse: bool, params, xs, mask, carry):
-  final, ys, _ = _forward(reverse, params, xs, mask, carry, save=False)
-  return final, ys
-
-
-def _gru_scan_fwd(reverse, params, xs, mask, carry):
-  final, ys, res = _forward(reverse, params, xs, mask, carry, save=True)
-  return (final, ys), (params, xs, mask, res)
-
-
 def _gru_scan_bwd(reverse, residuals, cotangents):
   params, xs, mask, (h_prev, gate_grads, resets, updates) = residuals
   dh_final, dys = cotangents
@@ -131,22 +121,14 @@ def _gru_scan_bwd(reverse, residuals, cotangents):
 
   dh0, (dg_x, dg_h) = jax.lax.scan(body, dh_final, (dys, mask, gate_grads, resets, updates),
                                    reverse=not reverse)
-  time, batch = xs.shape[:2]
-  dg_x2, dg_h2 = dg_x.reshape(time * batch, -1), dg_h.reshape(time * batch, -1)
-  contract_rows = (((0,), (0,)), ((), ()))
-  d_params = {
-      'w_ih': jax.lax.dot_general(xs.reshape(time * batch, -1), dg_x2, contract_rows),
-      'w_hh': jax.lax.dot_general(h_prev.reshape(time * batch, -1).astype(dg_h.dtype),
-                                  dg_h2, contract_rows),
-      'b_ih': jnp.sum(dg_x2, axis=0),
-      'b_hh': jnp.sum(dg_h2, axis=0),
-  }
+  d_params = {'w_ih': sum_over_steps(xs, dg_x), 'w_hh': sum_over_steps(h_prev, dg_h),
+              'b_ih': jnp.sum(dg_x, axis=(0, 1)), 'b_hh': jnp.sum(dg_h, axis=(0, 1))}
   d_params = {k: v.astype(params[k].dtype) for k, v in d_params.items()}
   dxs = jnp.dot(dg_x, w_ih.T).astype(xs.dtype)
   return d_params, dxs, None, dh0.astype(h_prev.dtype)
 
 
-_gru_scan.defvjp(_gru_scan_fwd, _gru_scan_bwd)
+_gru_scan = fused_scan(_forward, _gru_scan_bwd)
 
 
 def gru_scan(params: Mapping[str, Array], xs: Array, mask: Array | None, carry: Array, *,

@@ -69,6 +69,35 @@ def _gates(z: Array, hidden: int) -> tuple[Array, Array, Array, Array]:
   return i, f, g, o
 
 
+def fused_scan(forward: Callable, backward: Callable) -> Callable:
+  """``scan(reverse, params, xs, mask, carry) -> (final, ys)`` with a custom VJP.
+
+  ``forward(reverse, params, xs, mask, carry, save)`` returns ``(final, ys, residuals)``
+  (``residuals`` only when ``save``); ``backward(reverse, (params, xs, mask, residuals),
+  ((d_final, d_ys)))`` returns the cotangents of ``(params, xs, mask, carry)``. Shared by
+  the LSTM and GRU fused scans; ``reverse`` is static.
+  """
+  @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+  def scan(reverse: bool, params, xs, mask, carry):
+    final, ys, _ = forward(reverse, params, xs, mask, carry, save=False)
+    return final, ys
+
+  def scan_fwd(reverse, params, xs, mask, carry):
+    final, ys, res = forward(reverse, params, xs, mask, carry, save=True)
+    return (final, ys), (params, xs, mask, res)
+
+  scan.defvjp(scan_fwd, backward)
+  return scan
+
+
+def sum_over_steps(inputs: Array, grads: Array) -> Array:
+  """``sum_t inputs_t^T grads_t`` as one matmul over all ``T*B`` rows: ``inputs``
+  ``[T, B, K]``, ``grads`` ``[T, B, N]`` -> ``[K, N]`` (a weight gradient)."""
+  rows = lambda a: a.reshape(-1, a.shape[-1])
+  return jax.lax.dot_general(rows(inputs).astype(grads.dtype), rows(grads),
+                             (((0,), (0,)), ((), ())))
+
+
 def _forward(reverse: bool, params: Mapping[str, Array], xs: Array, mask: Array | None,
              carry: tuple[Array, Array], save: bool):
   """Forward scan; with ``save`` also returns the per-step residuals of the backward pass.
@@ -110,17 +139,6 @@ def _forward(reverse: bool, params: Mapping[str, Array], xs: Array, mask: Array 
   return final, ys, res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm_scan(reverse: bool, params, xs, mask, carry):
-  final, ys, _ = _forward(reverse, params, xs, mask, carry, save=False)
-  return final, ys
-
-
-def _lstm_scan_fwd(reverse, params, xs, mask, carry):
-  final, ys, res = _forward(reverse, params, xs, mask, carry, save=True)
-  return (final, ys), (params, xs, mask, res)
-
-
 def _lstm_scan_bwd(reverse, residuals, cotangents):
   params, xs, mask, (h_prev, gate_grads, forgets, cell_grads) = residuals
   (dh_final, dc_final), dys = cotangents
@@ -149,21 +167,14 @@ def _lstm_scan_bwd(reverse, residuals, cotangents):
   (dh0, dc0), dz = jax.lax.scan(body, (dh_final, dc_final),
                                 (dys, mask, gate_grads, forgets, cell_grads),
                                 reverse=not reverse)
-  time, batch = xs.shape[:2]
-  dz2 = dz.reshape(time * batch, -1)
-  contract_rows = (((0,), (0,)), ((), ()))
-  d_params = {
-      'w_ih': jax.lax.dot_general(xs.reshape(time * batch, -1), dz2, contract_rows),
-      'w_hh': jax.lax.dot_general(h_prev.reshape(time * batch, -1).astype(dz.dtype), dz2,
-                                  contract_rows),
-      'b': jnp.sum(dz2, axis=0),
-  }
+  d_params = {'w_ih': sum_over_steps(xs, dz), 'w_hh': sum_over_steps(h_prev, dz),
+              'b': jnp.sum(dz, axis=(0, 1))}
   d_params = {k: v.astype(params[k].dtype) for k, v in d_params.items()}
   dxs = jnp.dot(dz, w_ih.T).astype(xs.dtype)
   return d_params, dxs, None, (dh0, dc0)
 
 
-_lstm_scan.defvjp(_lstm_scan_fwd, _lstm_scan_bwd)
+_lstm_scan = fused_scan(_forward, _lstm_scan_bwd)
 
 
 def lstm_scan(params: Mapping[str, Array], xs: Array, mask: Array | None,
