@@ -36,6 +36,8 @@ from scripts.benchmarks import common
 from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
 
+SHAPE = (32, 256, 256, 256)  # batch, time, embed, hidden
+
 
 def _seqjax_step(batch: int, time_: int, emb: int, hidden: int, layer=LSTM, **kwargs: Any):
   model = layer(emb, hidden, **kwargs)
@@ -121,26 +123,23 @@ def _time_group(bench: str, gates: int, variants: dict, peer: str, torch_entry,
   return records
 
 
-SHAPE = (32, 256, 256, 256)  # batch, time, embed, hidden
-
 
 def run(quick: bool = False) -> list[dict]:
   """One LSTM, then one GRU training step per variant; one record per variant."""
-  shape = SHAPE
   lstm = _time_group(
       'lstm_train_step', 4, {
-          'flax_optimized_lstm': lambda: _flax_step(*shape),
-          'seqjax_fused': lambda: _seqjax_step(*shape),
-          'seqjax_autodiff': lambda: _seqjax_step(*shape, fused_backward=False),
+          'flax_optimized_lstm': lambda: _flax_step(*SHAPE),
+          'seqjax_fused': lambda: _seqjax_step(*SHAPE),
+          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, fused_backward=False),
           'seqjax_autodiff_hoist': lambda: _seqjax_step(
-              *shape, fused_backward=False, hoist_input_projection=True),
-      }, 'flax_optimized_lstm', _torch_step(*shape), 'torch_lstm', quick)
+              *SHAPE, fused_backward=False, hoist_input_projection=True),
+      }, 'flax_optimized_lstm', _torch_step(*SHAPE), 'torch_lstm', quick)
   gru = _time_group(
       'gru_train_step', 3, {
-          'flax_gru': lambda: _flax_step(*shape, cell=nn.GRUCell),
-          'seqjax_fused': lambda: _seqjax_step(*shape, layer=GRU),
-          'seqjax_autodiff': lambda: _seqjax_step(*shape, layer=GRU, fused_backward=False),
-      }, 'flax_gru', _torch_step(*shape, module='GRU'), 'torch_gru', quick)
+          'flax_gru': lambda: _flax_step(*SHAPE, cell=nn.GRUCell),
+          'seqjax_fused': lambda: _seqjax_step(*SHAPE, layer=GRU),
+          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, layer=GRU, fused_backward=False),
+      }, 'flax_gru', _torch_step(*SHAPE, module='GRU'), 'torch_gru', quick)
   return lstm + gru
 
 
