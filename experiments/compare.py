@@ -1,16 +1,19 @@
 r"""Measures the classic LSTM-vs-Transformer claims (and the SSM ones) and writes a report.
 
-  python -m experiments.compare --suite=quick --outdir=outputs/compare
+  python -m experiments.compare --suite=quick --outdir=outputs/compare      # preview
+  python -m experiments.compare --suite=standard --outdir=outputs/standard  # to cite
   python -m experiments.compare --only=memory --families=lstm,transformer
   python -m experiments.compare --only=realtext --text_csv=reviews.csv
 
-Writes ``report.md`` (claim, prediction, measurement, verdict per experiment), PNG plots,
-``results.json`` and one CSV per experiment into ``--outdir``. The report is rewritten
-after every experiment, so an interrupted run keeps what it measured.
+Writes ``report.md`` (claim, prediction, measurement, verdict per experiment, then the
+published results it reproduces or not), PNG plots, ``results.json`` (every seed's value)
+and one CSV per experiment into ``--outdir``. The report is rewritten after every
+experiment, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -19,8 +22,8 @@ from absl import app, flags, logging
 
 from experiments import cli
 from experiments.comparison import (interpret, longrange, memory, order, positions,
-                                    realtext, scale, speed, streaming)
-from experiments.comparison.report import environment, headline, write_report
+                                    published, realtext, scale, speed, streaming)
+from experiments.comparison.report import environment, headline, protocol, write_report
 from experiments.comparison.suite import FAMILIES, SUITES
 from seqjax.data.errors import DataError
 from seqjax.training.errors import UserError
@@ -31,14 +34,24 @@ EXPERIMENTS = {'speed': speed.run, 'memory': memory.run, 'streaming': streaming.
                'interpret': interpret.run, 'scale': scale.run, 'realtext': realtext.run}
 
 _SUITE = flags.DEFINE_enum('suite', 'quick', list(SUITES),
-                           'Problem sizes and budgets: quick (~20 min on a 2-core CPU), '
-                           'full (accelerators), smoke (seconds; for tests).')
+                           'Problem sizes and budgets: quick (a preview, < 20 min on a '
+                           '2-core CPU), standard (the one to cite: 3 seeds, a learning-'
+                           'rate grid, training to criterion; < 60 min on a 2-core CPU), '
+                           'full (the papers\' lengths, 5 seeds; accelerators), smoke '
+                           '(seconds; for tests).')
 _FAMILIES = flags.DEFINE_list('families', list(FAMILIES), 'Families to compare.')
 _ONLY = flags.DEFINE_list('only', list(EXPERIMENTS),
                           f'Experiments to run (each also runs alone), from '
                           f'{list(EXPERIMENTS)}.')
 _OUTDIR = flags.DEFINE_string('outdir', 'outputs/compare', 'Where the report goes.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Random seed (models and data).')
+_SEED = flags.DEFINE_integer('seed', 0, 'First random seed (models and data); a trained '
+                             'cell uses seeds seed, seed+1, ...')
+_SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per trained cell (default: the '
+                              'suite\'s: quick 2, standard 3, full 5).', lower_bound=1)
+_WORKERS = flags.DEFINE_integer('workers', None, 'Processes that train cells side by side '
+                                '(default: one per CPU core on CPU, up to 4; 1 on an '
+                                'accelerator). Timing experiments always run alone.',
+                                lower_bound=1)
 _TEXT_CSV = flags.DEFINE_string('text_csv', None,
                                 'Real-text experiment: your own CSV/TSV of (text, label) '
                                 'rows, used when IMDB/SST-2 are not prepared in TFDS.')
@@ -56,6 +69,9 @@ def main(argv):
     cli.fail(f'--text_csv={_TEXT_CSV.value}: no such file; pass a CSV/TSV of (text, '
              'label) rows')
   suite = SUITES[_SUITE.value]
+  suite = dataclasses.replace(suite, seeds=_SEEDS.value or suite.seeds,
+                              workers=_WORKERS.value or suite.workers,
+                              first_seed=_SEED.value)
   families = list(_FAMILIES.value)
   os.makedirs(_OUTDIR.value, exist_ok=True)
   env = environment(suite, _SEED.value, families)
@@ -72,7 +88,8 @@ def main(argv):
     finding.seconds = time.perf_counter() - start
     findings.append(finding)
     # Rewritten after every experiment, so a long run that stops keeps what it measured.
-    path = write_report(_OUTDIR.value, env, findings)
+    path = write_report(_OUTDIR.value, env, findings + [published.run(findings, suite.preview)],
+                        protocol(suite))
     logging.info('experiment %s done in %.0f s: %s', name, finding.seconds,
                  headline(finding.verdict))
   print(f'report: {path}')

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments.comparison import plots
+from experiments.comparison import plots, pool, stats
 from experiments.comparison.attention_scores import (
     alignment_accuracy, date_alignment, embedding_saliency, induction_scores,
     previous_occurrence, previous_token_scores, uniform_induction_baseline)
@@ -55,6 +55,9 @@ SIZES = {
     'quick': Sizes(target_params=50_000, translation_steps=600, induction_steps=800,
                    num_train=4000, num_test=512, induction_len=32, num_layers=2, num_heads=4,
                    max_d_model=256),
+    'standard': Sizes(target_params=50_000, translation_steps=600, induction_steps=800,
+                      num_train=4000, num_test=512, induction_len=32, num_layers=2,
+                      num_heads=4, max_d_model=256),
     'full': Sizes(200_000, 3000, 3000, num_train=20_000, num_test=1000, induction_len=64,
                   num_layers=2, num_heads=4, max_d_model=1024),
 }
@@ -62,7 +65,7 @@ SIZES = {
 
 def _train_and_load(task, family, sizes, outdir, seed, **kwargs):
   """Trains, reloads the checkpoint and deletes it; -> (record, model, params, test)."""
-  workdir = os.path.join(outdir, 'runs', f'interpret_{task}_{family}')
+  workdir = os.path.join(outdir, 'runs', f'interpret_{task}_{family}_seed{seed}')
   shutil.rmtree(workdir, ignore_errors=True)
   start = time.perf_counter()
   record = train_run(task, family, workdir=workdir, target_params=sizes.target_params,
@@ -88,19 +91,24 @@ def bahdanau_alignments(model, params, test, vocab, path: str) -> dict[str, floa
   tokens, weights = map(np.asarray, decode(params, src))
   texts = [''.join(vocab['source_vocab'][i] for i in s) for s in sources]
   pairs = [date_alignment(t) for t in texts]
-  plots.heatmap(weights[0, :, :len(sources[0])], path=path,
-                xlabel='source character (attended)', ylabel='output character (step)',
-                title=f'Bahdanau attention on {texts[0]!r}\n(red: the source digit each '
-                      'output digit copies)',
-                xticklabels=list(texts[0]),
-                yticklabels=[vocab['target_vocab'][i] for i in targets[0]], marks=pairs[0])
+  if path is not None:
+    _alignment_heatmap(weights, sources, texts, pairs, targets, vocab, path)
   return {'examples': len(test), 'aligned_tokens': sum(map(len, pairs)),
           'greedy_exact_match': float(np.mean(np.all(tokens == targets, axis=1))),
           'alignment_accuracy': alignment_accuracy(weights, pairs),
           'alignment_accuracy_pm1': alignment_accuracy(weights, pairs, tolerance=1)}
 
 
-def _translation(sizes, outdir, seed):
+def _alignment_heatmap(weights, sources, texts, pairs, targets, vocab, path):
+  plots.heatmap(weights[0, :, :len(sources[0])], path=path,
+                xlabel='source character (attended)', ylabel='output character (step)',
+                title=f'Bahdanau attention on {texts[0]!r}\n(red: the source digit each '
+                      'output digit copies)',
+                xticklabels=list(texts[0]),
+                yticklabels=[vocab['target_vocab'][i] for i in targets[0]], marks=pairs[0])
+
+
+def _translation(sizes, outdir, seed, draw):
   record, model, params, meta, test = _train_and_load(
       'toy_translation', 'lstm_attention', sizes, outdir, seed,
       steps=sizes.translation_steps,
@@ -108,8 +116,9 @@ def _translation(sizes, outdir, seed):
       model_overrides={'num_layers': sizes.num_layers})
   figure = 'interpret_bahdanau.png'
   scores = bahdanau_alignments(model, params, test, meta['task']['metadata'],
-                               os.path.join(outdir, figure))
-  return {'part': 'bahdanau alignment', 'model': 'lstm_attention', 'params': record['params'],
+                               os.path.join(outdir, figure) if draw else None)
+  return {'part': 'bahdanau alignment', 'model': 'lstm_attention', 'seed': seed,
+          'params': record['params'],
           'steps': record['steps'], **scores,
           'test_sequence_accuracy': record['test_sequence_accuracy'],
           'train_wall_s': record['train_wall_s']}, figure
@@ -150,7 +159,8 @@ def _head_rows(record, model, params, data):
               'b_to_a_score': previous_token_scores(weights, at_b)}
     for head in range(weights.shape[1]):
       maps[f'L{layer}H{head}'] = weights[data['example'], head]
-      rows.append({'part': 'transformer head', 'model': 'transformer', 'layer': layer,
+      rows.append({'part': 'transformer head', 'model': 'transformer',
+                   'seed': record['seed'], 'layer': layer,
                    'head': head, **{k: float(v[head]) for k, v in scores.items()},
                    **_run_fields(record)})
   return rows, maps
@@ -164,7 +174,8 @@ def _saliency_row(family, record, model, params, data):
   b_at = previous_occurrence(tokens)[:, -1] + 1
   # The query token itself (last position) always matters; where else does the gradient go?
   top_elsewhere = np.argmax(saliency[:, :-1], axis=-1)
-  return {'part': 'gradient saliency', 'model': family, **_run_fields(record),
+  return {'part': 'gradient saliency', 'model': family, 'seed': record['seed'],
+          **_run_fields(record),
           'saliency_share_at_b': float(share[np.arange(len(tokens)), b_at].mean()),
           'saliency_top_is_b': float(np.mean(top_elsewhere == b_at)),
           'uniform_share': 1.0 / tokens.shape[1]}, share[data['example']]
@@ -176,14 +187,16 @@ def _run_fields(record):
           'train_wall_s': record['train_wall_s']}
 
 
-def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  sizes = SIZES[suite.name]
-  start = time.perf_counter()
-  records, figures, saliency, baseline = [], [], {}, None
+def analyse_seed(suite_name: str, families: list[str], outdir: str, seed: int,
+                 draw: bool) -> tuple[list[dict], list[str], tuple | None]:
+  """Trains and analyses every model of one seed: ``(records, figures, baseline)``.
+  ``draw``: also write this seed's figures (the report shows the first seed's)."""
+  sizes = SIZES[suite_name]
+  records, figures, saliency, baseline, data = [], [], {}, None, None
   if 'lstm' in families:
-    row, figure = _translation(sizes, outdir, seed)
+    row, figure = _translation(sizes, outdir, seed, draw)
     records.append(row)
-    figures.append(figure)
+    figures += [figure] if draw else []
   overrides = {'transformer': {'num_layers': sizes.num_layers, 'num_heads': sizes.num_heads,
                                'attention_impl': 'exact'},
                'lstm': {'num_layers': sizes.num_layers}}
@@ -195,13 +208,27 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
       records += head_rows
       baseline = (uniform_induction_baseline(data['inputs'], data['weights']),
                   uniform_induction_baseline(data['inputs'], np.ones_like(data['weights'])))
-      figures += _head_figures(head_rows, maps, data, vocab, baseline[0], outdir)
+      if draw:
+        figures += _head_figures(head_rows, maps, data, vocab, baseline[0], outdir)
     row, saliency[family] = _saliency_row(family, record, model, params, data)
     records.append(row)
-  if saliency:
+  if saliency and draw:
     figures.append(_saliency_figure(saliency, data, vocab, outdir))
-  measured = (_summary(records, sizes, time.perf_counter() - start, baseline) if records
-              else 'Nothing measured: needs the lstm and/or transformer family.')
+  return records, figures, baseline
+
+
+def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
+  sizes = SIZES[suite.name]
+  suite = suite.with_seed(seed)
+  start = time.perf_counter()
+  seeds = suite.seed_list
+  results = pool.map_jobs(analyse_seed, [
+      dict(suite_name=suite.name, families=families, outdir=outdir, seed=s,
+           draw=s == seeds[0]) for s in seeds], suite.workers)
+  records = [r for recs, _, _ in results for r in recs]
+  figures, baseline = results[0][1], results[0][2]
+  measured = (_summary(records, sizes, time.perf_counter() - start, baseline, seeds)
+              if records else 'Nothing measured: needs the lstm and/or transformer family.')
   return Finding(
       experiment='interpret', title='6. Interpretability',
       claim='LSTM: the hidden state is opaque. Transformer: attention weights can be '
@@ -257,10 +284,30 @@ def _saliency_figure(saliency, data, vocab, outdir):
   return figure
 
 
-def _summary(records, sizes, wall, baseline) -> str:
-  parts = [f'One seed; every model ~{sizes.target_params:,} parameters, trained with the '
-           f'shared trainer; scores over the {sizes.num_test} test examples. Wall time of '
-           f'the whole experiment: {wall:.0f} s.']
+def _per_seed(records, part, key, model=None) -> list[float]:
+  """One value per seed: ``key`` of the ``part`` row (the best head's, for heads)."""
+  out = {}
+  for r in records:
+    if r['part'] == part and (model is None or r['model'] == model):
+      out[r['seed']] = max(out.get(r['seed'], -np.inf), r[key])
+  return [out[k] for k in sorted(out)]
+
+
+def _summary(records, sizes, wall, baseline, seeds) -> str:
+  parts = [f'{len(seeds)} seeds ({seeds}); every model ~{sizes.target_params:,} parameters, '
+           f'trained with the shared trainer; scores over the {sizes.num_test} test '
+           f'examples of each seed\'s data; figures from seed {seeds[0]}. Wall time of the '
+           f'whole experiment: {wall:.0f} s.']
+  spread = [('Bahdanau alignment accuracy', 'bahdanau alignment', 'alignment_accuracy',
+             None),
+            ('best head\'s induction score', 'transformer head', 'induction_score', None),
+            ('LSTM saliency: B ranked first', 'gradient saliency', 'saliency_top_is_b',
+             'lstm')]
+  rows = [{'measure': label, 'mean [min-max] over seeds':
+           stats.format_spread(_per_seed(records, part, key, model))}
+          for label, part, key, model in spread if _per_seed(records, part, key, model)]
+  if rows:
+    parts.append(markdown_table(rows, ['measure', 'mean [min-max] over seeds']))
   uniform = (f' Uniform causal attention would score {baseline[0]:.3f} (final A) and '
              f'{baseline[1]:.3f} (all repeats).' if baseline else '')
   tables = [
@@ -268,20 +315,20 @@ def _summary(records, sizes, wall, baseline) -> str:
        'Bahdanau encoder-decoder on toy date normalisation, greedy decoding. An aligned '
        'token is a target digit copied from the source (year, day, numeric month); '
        'accuracy = its attention argmax lands on that source character (±1: within one).',
-       ['steps', 'params', 'examples', 'aligned_tokens', 'greedy_exact_match',
+       ['seed', 'steps', 'params', 'examples', 'aligned_tokens', 'greedy_exact_match',
         'alignment_accuracy', 'alignment_accuracy_pm1', 'train_wall_s']),
       ('transformer head',
        'Causal Transformer on induction heads. Induction score = mean attention from the '
        'final A to the B after the earlier A (Olsson et al. 2022); "all repeats" '
        'applies the same rule to each token seen before; previous-token score = mean '
        'attention from t to t-1; B -> A = the same at the B position only.' + uniform,
-       ['layer', 'head', 'induction_score', 'induction_score_all_repeats',
+       ['seed', 'layer', 'head', 'induction_score', 'induction_score_all_repeats',
         'previous_token_score', 'b_to_a_score']),
       ('gradient saliency',
        'Gradient saliency |d logit(answer) / d input embedding| at the final position, '
        'normalised over positions: mean share on B, and how often B is the most salient '
        'position other than the query itself.',
-       ['model', 'steps', 'params', 'test_accuracy', 'saliency_share_at_b',
+       ['seed', 'model', 'steps', 'params', 'test_accuracy', 'saliency_share_at_b',
         'saliency_top_is_b', 'uniform_share', 'train_wall_s']),
   ]
   floats = ('accuracy', 'score', 'share', 'match', 'is_b', 'wall')
@@ -294,39 +341,42 @@ def _summary(records, sizes, wall, baseline) -> str:
 
 
 def _verdict(records, baseline) -> str:
-  align = [r for r in records if r['part'] == 'bahdanau alignment']
+  align = _per_seed(records, 'bahdanau alignment', 'alignment_accuracy')
   heads = [r for r in records if r['part'] == 'transformer head']
-  lstm = [r for r in records if r['part'] == 'gradient saliency' and r['model'] == 'lstm']
+  saliency = [r for r in records if r['part'] == 'gradient saliency' and r['model'] == 'lstm']
   if not align and not heads:
     return 'Not measured (needs the lstm and/or transformer family).'
   notes, good = [], []
   if align:
-    good.append(align[0]['alignment_accuracy'] >= 0.8)
-    notes.append(f'{align[0]["alignment_accuracy"]:.0%} of copied target digits put their '
-                 'Bahdanau attention argmax on the source digit they copy (an LSTM '
-                 'encoder-decoder: readable maps come with attention, not with the '
-                 'Transformer as such)')
+    good.append(min(align) >= 0.8)
+    notes.append(f'{stats.format_spread(align)} of copied target digits (mean [min-max] '
+                 'over seeds) put their Bahdanau attention argmax on the source digit they '
+                 'copy (an LSTM encoder-decoder: readable maps come with attention, not '
+                 'with the Transformer as such)')
   if heads:
-    best = max(heads, key=lambda r: r['induction_score'])
-    good.append(best['induction_score'] >= 0.5)
-    general = max(r['induction_score_all_repeats'] for r in heads)
-    notes.append(f'the best Transformer head (layer {best["layer"]}, head {best["head"]}) '
-                 f'puts {best["induction_score"]:.2f} of the final A\'s attention on B '
-                 f'(uniform: {baseline[0]:.3f}). The maps also show what the heads are '
-                 'not: on other repeated symbols no head scores above '
-                 f'{general:.2f} (uniform {baseline[1]:.3f}), so '
-                 + ('they copy what followed the trigger, not what followed any earlier '
-                    'occurrence (a task-specific head, not a general induction head)'
-                    if general < 0.5 else 'they are general induction heads'))
+    best = _per_seed(records, 'transformer head', 'induction_score')
+    general = _per_seed(records, 'transformer head', 'induction_score_all_repeats')
+    good.append(min(best) >= 0.5)
+    notes.append(f'the best Transformer head of each seed puts {stats.format_spread(best)} '
+                 f'of the final A\'s attention on B (uniform: {baseline[0]:.3f}). The maps '
+                 'also show what the heads are not: on other repeated symbols the best '
+                 f'head scores {stats.format_spread(general)} (uniform {baseline[1]:.3f}), '
+                 'so ' + ('they copy what followed the trigger, not what followed any '
+                          'earlier occurrence (a task-specific head, not a general '
+                          'induction head)' if max(general) < 0.5 else
+                          'they are general induction heads' if min(general) >= 0.5 else
+                          'some seeds learn general induction heads and some do not'))
   text = (f'{"Supported" if all(good) else "Mixed"}: attention weights are directly '
           f'plottable, and here {"they are" if all(good) else "not all are"} readable '
-          'against the known answer: ' + '; '.join(notes) + '.')
-  if lstm:
+          'against the known answer in every seed: ' + '; '.join(notes) + '.')
+  if saliency:
+    share = [r['saliency_share_at_b'] for r in saliency]
+    top = [r['saliency_top_is_b'] for r in saliency]
     text += (' The "opaque" half is overstated: gradient saliency of the plain LSTM puts '
-             f'{lstm[0]["saliency_share_at_b"]:.2f} of its mass on the token to copy '
-             f'(uniform {lstm[0]["uniform_share"]:.3f}) and ranks it first after the query '
-             f'in {lstm[0]["saliency_top_is_b"]:.0%} of examples, at the cost of a backward '
-             'pass per output and no built-in map.')
+             f'{stats.format_spread(share)} of its mass on the token to copy (uniform '
+             f'{saliency[0]["uniform_share"]:.3f}) and ranks it first after the query in '
+             f'{stats.format_spread(top)} of examples, at the cost of a backward pass per '
+             'output and no built-in map.')
   return text + (' Caveat: an attention map shows where information is read, not why the '
                  'output is what it is; Jain & Wallace (2019, NAACL, "Attention is not '
                  'Explanation") find attention often uncorrelated with gradient importance '

@@ -1,42 +1,155 @@
 """Claim: an LSTM's long-range memory is limited by its hidden state; a Transformer attends
-directly to every position. Measured on the synthetic long-range diagnostics, every family
-trained with the same budget at the same parameter count."""
+directly to every position. Measured on the synthetic long-range diagnostics, each swept
+over a difficulty axis so that every verdict comes with the point where a family breaks:
+
+* copying (Arjovsky et al. 2016): accuracy vs the delay between the data and its recall;
+* selective copying (Gu & Dao 2023, sec. 3.1): accuracy vs the context length the data
+  tokens are scattered over;
+* MQAR (Arora et al. 2023, "Zoology", Fig. 2): accuracy vs model width at several numbers
+  of key-value pairs (every family at the same width, as in the paper);
+* induction heads (Olsson et al. 2022): trained at one length, tested at longer ones
+  (length generalisation, Gu & Dao 2023, Table 11);
+* the adding problem (Hochreiter & Schmidhuber 1997).
+
+Every cell trains each family with the suite's seeds and learning-rate grid to the task's
+criterion or the step budget (``training.train_cell``), at matched parameter counts
+except on MQAR's width axis.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
-from experiments.comparison import plots
+from experiments.comparison import cells, plots, pool, stats
 from experiments.comparison.report import Finding, markdown_table
+from experiments.comparison.scoring import SOLVED
 from experiments.comparison.suite import Suite
-from experiments.comparison.training import train_run
 
-# task -> (the option that sets the distance / length, values from short to long).
-TASKS = {
-    'copying': ('delay', (10, 40, 160)),
-    'selective_copying': ('seq_len', (32, 128, 512)),
-    'mqar': ('seq_len', (32, 128, 512)),
-    'induction_heads': ('seq_len', (32, 128, 512)),
-    'adding': ('seq_len', (50, 200, 800)),
+
+@dataclasses.dataclass(frozen=True)
+class Difficulty:
+  """One task's sweep: ``option`` takes ``values`` (easy to hard) with ``fixed`` options.
+
+  ``tied``: options that take the same value as ``option`` (MQAR queries every pair).
+  ``widths``: train at each of these ``d_model`` instead of a parameter target (MQAR).
+  ``test_lengths``: also score each run on its test split at these ``seq_len`` values.
+  """
+
+  option: str
+  values: tuple[int, ...]
+  fixed: dict[str, int] = dataclasses.field(default_factory=dict)
+  tied: tuple[str, ...] = ()
+  widths: tuple[int, ...] = ()
+  test_lengths: tuple[int, ...] = ()
+
+  def options(self, value: int) -> dict[str, int]:
+    return {**self.fixed, **{name: value for name in (self.option, *self.tied)}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  tasks: dict[str, Difficulty]
+  steps: int              # budget per member (criterion stops it earlier)
+  eval_every: int         # validation interval, the criterion's resolution
+  target_params: int      # matched size (tasks without widths)
+  num_layers: int
+  batch_size: int
+  num_train: int
+
+
+def _mqar(seq_len: int, pairs: tuple[int, ...], widths: tuple[int, ...]) -> Difficulty:
+  # Zoology's vocabulary split: keys and values each from their own half.
+  return Difficulty('num_pairs', pairs, {'seq_len': seq_len, 'num_keys': 4 * max(pairs),
+                                         'num_values': 4 * max(pairs)},
+                    tied=('num_queries',), widths=widths)
+
+
+SIZES = {
+    'smoke': Sizes(
+        tasks={'mqar': _mqar(12, (2,), (8,)),
+               'induction_heads': Difficulty('seq_len', (8,), {'num_symbols': 4},
+                                             test_lengths=(16,)),
+               'adding': Difficulty('seq_len', (8,))},
+        steps=4, eval_every=2, target_params=20_000, num_layers=1, batch_size=8,
+        num_train=64),
+    'quick': Sizes(
+        tasks={'copying': Difficulty('delay', (10,), {'num_tokens': 10}),
+               'selective_copying': Difficulty('seq_len', (32,), {'num_tokens': 8}),
+               'mqar': _mqar(64, (8,), (32,)),
+               'induction_heads': Difficulty('seq_len', (32,), {'num_symbols': 16},
+                                             test_lengths=(64, 128)),
+               'adding': Difficulty('seq_len', (50,))},
+        steps=400, eval_every=100, target_params=40_000, num_layers=2, batch_size=32,
+        num_train=4000),
+    'standard': Sizes(
+        tasks={'copying': Difficulty('delay', (10, 40, 160), {'num_tokens': 10}),
+               'selective_copying': Difficulty('seq_len', (32, 64, 128),
+                                               {'num_tokens': 8}),
+               'mqar': _mqar(64, (4, 16), (16, 32, 64)),
+               'induction_heads': Difficulty('seq_len', (32,), {'num_symbols': 16},
+                                             test_lengths=(64, 128, 256)),
+               'adding': Difficulty('seq_len', (50,))},
+        steps=1500, eval_every=100, target_params=40_000, num_layers=2, batch_size=32,
+        num_train=8000),
+    # The papers' lengths, for accelerators: selective copying at 4096 (Gu & Dao 2023),
+    # MQAR up to 512 tokens and 64 pairs (Arora et al. 2023).
+    'full': Sizes(
+        tasks={'copying': Difficulty('delay', (100, 200, 500, 1000), {'num_tokens': 10}),
+               'selective_copying': Difficulty('seq_len', (256, 1024, 4096),
+                                               {'num_tokens': 16, 'num_symbols': 16}),
+               'mqar': _mqar(512, (16, 32, 64), (64, 128, 256, 512)),
+               'induction_heads': Difficulty('seq_len', (256,), {'num_symbols': 16},
+                                             test_lengths=(512, 1024, 4096, 16384)),
+               'adding': Difficulty('seq_len', (200, 1000))},
+        steps=20_000, eval_every=500, target_params=1_000_000, num_layers=2,
+        batch_size=64, num_train=100_000),
 }
 
 
+def _cells(sizes: Sizes, suite: Suite, families: list[str]) -> list[tuple[dict, dict]]:
+  """``(job for train_cell, labels for the record)`` for every cell, hardest first (the
+  slow cells start first, so the workers finish together)."""
+  out = []
+  for task, diff in sizes.tasks.items():
+    for value in diff.values:
+      for width in diff.widths or (None,):
+        for family in families:
+          job = dict(
+              task=task, family=family, seeds=suite.seed_list,
+              learning_rates=suite.learning_rates, steps=sizes.steps,
+              eval_every=sizes.eval_every, task_options=diff.options(value),
+              model_overrides={'num_layers': sizes.num_layers},
+              batch_size=sizes.batch_size, num_train=sizes.num_train,
+              max_d_model=suite.max_d_model)
+          if width:
+            job['d_model'] = width
+          else:
+            job['target_params'] = sizes.target_params
+          if diff.test_lengths:
+            job['max_len'] = max(diff.test_lengths)
+            job['extra_tests'] = {f'seq_len={n}': {'seq_len': n} for n in diff.test_lengths}
+          labels = {'axis': diff.option, 'difficulty': value, 'width': width}
+          out.append((job, labels))
+  return sorted(out, key=lambda jl: -_cost(jl[0]))
+
+
+def _cost(job: dict[str, Any]) -> float:
+  """A rough relative cost, for ordering only: tokens per example times width."""
+  options = job['task_options']
+  length = options.get('seq_len', 0) + options.get('delay', 0)
+  return length * (job.get('d_model') or 64) * (4 if job['family'] == 'mamba' else 1)
+
+
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  records = []
-  for task in suite.longrange_tasks:
-    option, values = TASKS[task]
-    for value in values[:suite.longrange_lengths]:
-      for family in families:
-        workdir = os.path.join(outdir, 'runs', f'{task}_{option}{value}_{family}')
-        record = train_run(task, family, workdir=workdir,
-                           target_params=suite.train_target_params,
-                           steps=suite.train_steps, seed=seed,
-                           task_options={option: value}, max_d_model=suite.max_d_model,
-                           num_train=suite.train_examples)
-        records.append({**record, 'distance_option': option, 'distance': value})
-  for record in records:
-    record['score'] = score(record)
-  figures = _figures(records, suite, outdir)
+  sizes = SIZES[suite.name]
+  planned = _cells(sizes, suite.with_seed(seed), families)
+  results = pool.run_cells([job for job, _ in planned], suite.workers)
+  records = [{**labels, **record} for (_, labels), record in zip(planned, results)]
+  records.sort(key=lambda r: (list(sizes.tasks).index(r['task']), r['difficulty'],
+                              r['width'] or 0, families.index(r['family'])))
+  figures = _figures(records, sizes, outdir)
   return Finding(
       experiment='longrange', title='4. Long-range dependency',
       claim='LSTM: long-range dependency limited by the hidden state. Transformer: direct '
@@ -44,83 +157,127 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
       prediction='On recall-type tasks the Transformer beats the LSTM, more so as the '
                  'distance grows; SSMs sit in between (Mamba near the Transformer on '
                  'selective copying, Gu & Dao 2023).',
-      measured=_summary(records, suite), verdict=_verdict(records), figures=figures,
-      records=records)
+      measured=_summary(records, sizes, suite), verdict=_verdict(records, suite),
+      figures=figures, records=records)
 
 
-# The adding problem's target is the sum of two U[0, 1) values: predicting its mean gives
-# MSE Var = 2/12 (Le et al. 2015), the baseline a model must beat.
-ADDING_BASELINE_MSE = 1 / 6
-# Two scores closer than this are a tie; two models that both reach SOLVED tie too.
-TIE_MARGIN, SOLVED = 0.02, 0.95
+def _setting(record: dict[str, Any]) -> str:
+  text = f'{record["axis"]}={record["difficulty"]}'
+  return text + (f', d_model={record["width"]}' if record['width'] else '')
 
 
-def score(record) -> float:
-  """One larger-is-better number per run: the accuracy, or for a regression the fraction
-  of the baseline's error removed, ``1 - MSE / MSE(predict the mean)``."""
-  if record['larger_is_better']:
-    return record['value']
-  return 1.0 - record['value'] / ADDING_BASELINE_MSE
-
-
-def _figures(records, suite, outdir) -> list[str]:
-  """Line plots of score vs distance per task, or one grouped bar chart when the suite
-  measures a single distance per task (a line through one point says nothing)."""
-  tasks = list(dict.fromkeys(r['task'] for r in records))
-  families = list(dict.fromkeys(r['family'] for r in records))
-  ylabel = 'test score (accuracy; adding: 1 - MSE/baseline MSE)'
-  if suite.longrange_lengths == 1:
-    by = {(r['task'], r['family']): r['score'] for r in records}
-    labels = [f'{t}\n@{next(r["distance"] for r in records if r["task"] == t)}'
-              for t in tasks]
-    plots.grouped_bars(labels, {f: [by.get((t, f), 0.0) for t in tasks] for f in families},
-                       path=os.path.join(outdir, 'longrange.png'),
-                       title=f'Long-range tasks: test score after {suite.train_steps} steps, '
-                             'matched parameters', ylabel=ylabel, reference=SOLVED,
-                       reference_label=f'solved ({SOLVED})')
-    return ['longrange.png']
+def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
   figures = []
-  for task in tasks:
+  ylabel = 'test score (accuracy; adding: 1 - MSE/baseline)'
+  for task, diff in sizes.tasks.items():
     rows = [r for r in records if r['task'] == task]
-    name = f'longrange_{task}.png'
-    plots.lines(rows, x='distance', y='score', group='family',
-                path=os.path.join(outdir, name),
-                title=f'{task}: test score vs {rows[0]["distance_option"]} '
-                      f'({suite.train_steps} steps each)',
-                xlabel=rows[0]['distance_option'], ylabel=ylabel, loglog=False)
+    families = list(dict.fromkeys(r['family'] for r in rows))
+    if diff.widths:  # Zoology Fig. 2: accuracy vs width, one figure per pair count
+      for value in diff.values:
+        name = f'longrange_{task}_{diff.option}{value}.png'
+        plots.spread_lines(
+            {f: {r['width']: r['scores'] for r in rows
+                 if r['family'] == f and r['difficulty'] == value} for f in families},
+            path=os.path.join(outdir, name), logx=True, ylim=(0, 1.02),
+            title=f'{task}, {diff.option}={value}: test accuracy vs width '
+                  '(mean, band = min-max over seeds)',
+            xlabel='model width d_model', ylabel=ylabel, reference=SOLVED,
+            reference_label=f'criterion {SOLVED}')
+        figures.append(name)
+    elif len(diff.values) > 1:
+      name = f'longrange_{task}.png'
+      plots.spread_lines(
+          {f: {r['difficulty']: r['scores'] for r in rows if r['family'] == f}
+           for f in families}, path=os.path.join(outdir, name), logx=True, ylim=None,
+          title=f'{task}: test score vs {diff.option} (mean, band = min-max over seeds)',
+          xlabel=diff.option, ylabel=ylabel, reference=SOLVED,
+          reference_label=f'criterion {SOLVED}')
+      figures.append(name)
+    if diff.test_lengths:
+      name = f'longrange_{task}_generalisation.png'
+      series = {}
+      for f in families:
+        r = next(r for r in rows if r['family'] == f)
+        series[f] = {r['seq_len']: r['scores'],
+                     **{int(k.split('=')[1]): v for k, v in r['extra_scores'].items()}}
+      plots.spread_lines(
+          series, path=os.path.join(outdir, name), logx=True, ylim=(0, 1.02),
+          title=f'{task}: trained at {diff.values[0]} tokens, tested longer',
+          xlabel='test sequence length', ylabel=ylabel)
+      figures.append(name)
+    hardest = [r for r in rows if r['difficulty'] == diff.values[-1] and
+               r['width'] in (None, max(diff.widths or (0,)) or None)]
+    name = f'longrange_{task}_curves.png'
+    plots.spread_lines(
+        {r['family']: plots.curves_by_step(r['curves'], r['budget']) for r in hardest},
+        path=os.path.join(outdir, name), ylim=None, reference=SOLVED,
+        reference_label=f'criterion {SOLVED}',
+        title=f'{task}, {_setting(hardest[0])}: validation score while training '
+              '(chosen rate)', xlabel='training step', ylabel='validation score')
     figures.append(name)
   return figures
 
 
-def _summary(records, suite) -> str:
-  cols = ['task', 'distance', 'family', 'params', 'metric', 'value', 'score']
-  return (f'Test metric after {suite.train_steps} training steps (batch 32, AdamW, '
-          f'warmup + cosine), every family matched to ~{suite.train_target_params:,} '
-          'parameters; one seed. `score` is the accuracy, or for the adding problem '
-          '`1 - MSE / (1/6)` (1/6 is the MSE of always predicting the mean). Two scores '
-          f'within {TIE_MARGIN} of each other, or both at least {SOLVED}, count as a tie.'
-          '\n\n' + markdown_table(records, cols, {'value': '.3f', 'score': '.3f'}))
+def _summary(records, sizes: Sizes, suite: Suite) -> str:
+  rows = [{**r, 'setting': _setting(r), 'score': stats.format_spread(r['scores']),
+           'steps to criterion': cells.steps_text(r),
+           'MFLOP/token': r['flops_per_token'] / 1e6} for r in records]
+  cols = ['task', 'setting', 'family', 'params', 'MFLOP/token', 'learning_rate', 'score',
+          'status', 'steps to criterion']
+  text = (f'Budget {sizes.steps} steps of batch {sizes.batch_size} per run, stopped early '
+          f'once the validation score reaches {SOLVED} (checked every '
+          f'{sizes.eval_every} steps); {len(suite.seed_list)} seeds x learning rates '
+          f'{list(suite.learning_rates)} per cell, the rate chosen on validation; '
+          f'families matched to ~{sizes.target_params:,} parameters ({sizes.num_layers} '
+          'layers), except on MQAR, where every family has the same width (Zoology). '
+          '`score`: test score of the chosen rate, mean [min-max] over seeds '
+          '(accuracy; adding: 1 - MSE/(1/6)). `MFLOP/token`: forward FLOPs per token at '
+          'the task length, counted from the traced program.\n\n' +
+          markdown_table(rows, cols, {'MFLOP/token': '.3f', 'learning_rate': 'g'}))
+  lengths = [r for r in records if r['extra_scores']]
+  if lengths:
+    gen = [{'family': r['family'], 'trained at': r['seq_len'],
+            **{k: stats.format_spread(v) for k, v in r['extra_scores'].items()}}
+           for r in lengths]
+    text += ('\n\nLength generalisation (induction heads; same parameters, longer test '
+             'sequences):\n\n' + markdown_table(gen, list(gen[0])))
+  return text
 
 
-def _verdict(records) -> str:
-  outcomes, notes = {'win': 0, 'tie': 0, 'loss': 0}, []
-  for task in dict.fromkeys(r['task'] for r in records):
-    for distance in dict.fromkeys(r['distance'] for r in records if r['task'] == task):
-      by = {r['family']: r['score'] for r in records
-            if r['task'] == task and r['distance'] == distance}
-      best = max(by, key=by.get)
-      note = f'{task}@{distance}: best {best} {by[best]:.3f}'
-      if 'lstm' in by and 'transformer' in by:
-        lstm, tf = by['lstm'], by['transformer']
-        tie = abs(tf - lstm) < TIE_MARGIN or min(tf, lstm) >= SOLVED
-        outcomes['tie' if tie else 'win' if tf > lstm else 'loss'] += 1
-        note += f', Transformer {tf:.3f} vs LSTM {lstm:.3f}'
-      notes.append(note)
+def _verdict(records, suite: Suite) -> str:
+  outcomes = {'win': 0, 'tie': 0, 'loss': 0, 'preview': 0}
+  notes = []
+  for key in dict.fromkeys((r['task'], r['difficulty'], r['width']) for r in records):
+    by = {r['family']: r for r in records if (r['task'], r['difficulty'], r['width']) == key}
+    if {'lstm', 'transformer'} <= set(by):
+      got = cells.compare(by['transformer'], by['lstm'], preview_rule=suite.preview)
+      kind = ('preview' if got.preview else 'tie' if got.winner is None else
+              'win' if got.winner == 'transformer' else 'loss')
+      outcomes[kind] += 1
+      notes.append(f'{key[0]} {_setting(by["transformer"])}: {got.text}')
   settings = sum(outcomes.values())
   if not settings:
     return 'Not measured (needs both lstm and transformer).'
-  head = ('Supported' if outcomes['win'] and not outcomes['loss'] else
-          'Contradicted' if outcomes['loss'] and not outcomes['win'] else 'Mixed')
-  return (f'{head}: at this budget the Transformer beat the LSTM in {outcomes["win"]}, tied '
-          f'in {outcomes["tie"]} and lost in {outcomes["loss"]} of {settings} settings. ' +
-          '; '.join(notes) + '.')
+  breaks = []
+  for task, family, width in dict.fromkeys((r['task'], r['family'], r['width'])
+                                           for r in records):
+    rows = [r for r in records if (r['task'], r['family'], r['width']) == (task, family,
+                                                                           width)]
+    if len(rows) > 1:
+      where = f'{task}/{family}' + (f' at d_model={width}' if width else '')
+      breaks.append(f'{where}: {cells.breaking_point(rows, rows[0]["axis"])}')
+  decided = outcomes['win'] + outcomes['tie'] + outcomes['loss']
+  if not decided:
+    head = (f'Preview only: not converged at this budget in any of the {settings} '
+            'settings (see `--suite=standard`)')
+  else:
+    head = ('Supported' if outcomes['win'] and not outcomes['loss'] else
+            'Contradicted' if outcomes['loss'] and not outcomes['win'] else
+            'Mixed' if outcomes['win'] else 'Not separable')
+    head += (f': the Transformer beat the LSTM in {outcomes["win"]}, tied in '
+             f'{outcomes["tie"]} and lost in {outcomes["loss"]} of {decided} settings '
+             f'(a win needs disjoint seed ranges)')
+    if outcomes['preview']:
+      head += f'; {outcomes["preview"]} more are previews ({cells.PREVIEW})'
+  tail = (' Where each family breaks: ' + '; '.join(breaks) + '.') if breaks else ''
+  return head + '. ' + '; '.join(notes) + '.' + tail

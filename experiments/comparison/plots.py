@@ -40,14 +40,67 @@ def lines(records: list[dict[str, Any]], *, x: str, y: str, group: str, path: st
   plt.close(fig)
 
 
+def spread_lines(series: dict[str, dict[Any, list[float]]], *, path: str, title: str,
+                 xlabel: str, ylabel: str, logx: bool = False,
+                 reference: float | None = None, reference_label: str = '',
+                 ylim: tuple[float, float] | None = None) -> None:
+  """One line per ``series`` name through the mean over seeds at each x, with a band
+  from the min to the max seed: ``series[name][x] = [value per seed]``."""
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  for name, by_x in series.items():
+    xs = sorted(by_x)
+    values = [np.asarray([v for v in by_x[x] if v is not None], float) for x in xs]
+    keep = [i for i, v in enumerate(values) if v.size]
+    xs = [xs[i] for i in keep]
+    values = [values[i] for i in keep]
+    if not xs:
+      continue
+    line, = ax.plot(xs, [v.mean() for v in values], marker='o', label=name)
+    ax.fill_between(xs, [v.min() for v in values], [v.max() for v in values],
+                    color=line.get_color(), alpha=0.2, linewidth=0)
+  if logx:
+    ax.set_xscale('log', base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  if reference is not None:
+    ax.axhline(reference, color='gray', linestyle='--', linewidth=1, label=reference_label)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def curves_by_step(curves: dict[Any, list[tuple[int, float]]],
+                   budget: int) -> dict[int, list[float]]:
+  """``{step: [value per seed]}`` from each seed's ``[(step, value)]`` curve. A seed that
+  stopped early (it reached its criterion) keeps its last value up to ``budget``, so the
+  band shows a solved run as solved rather than as missing."""
+  steps = sorted({s for curve in curves.values() for s, _ in curve} | {budget})
+  out = {}
+  for step in steps:
+    values = []
+    for curve in curves.values():
+      seen = [v for s, v in curve if s <= step]
+      if seen:
+        values.append(seen[-1])
+    out[step] = values
+  return out
+
+
 def bars(labels: list[str], values: list[float], *, path: str, title: str, ylabel: str,
          log: bool = False, colors: list[str] | None = None,
          reference: float | None = None, reference_label: str = '',
-         ylim: tuple[float, float] | None = None) -> None:
+         ylim: tuple[float, float] | None = None,
+         errors: list[tuple[float, float]] | None = None) -> None:
   """One bar per label; ``colors`` per bar (default blue), optional dashed ``reference``
-  line (e.g. chance level)."""
+  line (e.g. chance level) and ``errors`` (below, above) per bar, e.g. the distance from
+  the mean to the min and max over seeds."""
   fig, ax = plt.subplots(figsize=(7.2, 4.4))
-  ax.bar(labels, values, color=colors or 'tab:blue')
+  yerr = np.asarray(errors, float).T if errors else None
+  ax.bar(labels, values, color=colors or 'tab:blue', yerr=yerr, capsize=3 if errors else 0)
   if log:
     ax.set_yscale('log')
   if reference is not None:

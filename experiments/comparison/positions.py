@@ -15,22 +15,21 @@ Information", Findings of EMNLP).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
-import shutil
 import time
 
+import flax
 import jax
 import numpy as np
 
-from experiments.comparison import plots
+from experiments.comparison import cells, plots, pool, stats
 from experiments.comparison.order import output_change
 from experiments.comparison.report import Finding, markdown_table
+from experiments.comparison.scoring import SOLVED
 from experiments.comparison.suite import Suite
-from experiments.comparison.training import train_run
 from seqjax.data.registry import get_task
-from seqjax.training import loop
+from seqjax.models.config import ModelConfig
+from seqjax.models.registry import build_model
 
 TASK = 'marker_order'
 ENCODER_NO_POSITIONS = 'transformer encoder, no positions'
@@ -46,7 +45,6 @@ TRANSFORMER_VARIANTS = [
 ]
 # Order-aware families trained as reference points when asked for.
 RECURRENT = ('lstm', 'bilstm', 'gru', 's4d', 'mamba')
-WORKS_AT = 0.9  # test accuracy that counts as "solved the task"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +52,8 @@ class Sizes:
   seq_len: int            # tokens per example
   num_markers: int        # classes; chance = 1 / num_markers
   num_symbols: int        # filler vocabulary
-  steps: int              # training updates, the same for every variant
+  steps: int              # budget per run (the criterion stops it earlier)
+  eval_every: int
   target_params: int      # every variant matched to this many parameters
   num_layers: int
   num_train: int
@@ -63,15 +62,19 @@ class Sizes:
 
 
 SIZES = {
-    'smoke': Sizes(seq_len=6, num_markers=2, num_symbols=4, steps=4, target_params=8_000,
-                   num_layers=1, num_train=64, num_test=32, num_permutations=2),
+    'smoke': Sizes(seq_len=6, num_markers=2, num_symbols=4, steps=4, eval_every=2,
+                   target_params=8_000, num_layers=1, num_train=64, num_test=32,
+                   num_permutations=2),
     # Learned positions start from a small table (std 0.02) and are the slowest to learn:
     # in trials they reached 0.97 test accuracy after 200 steps at length 12 and needed
-    # ~500 at length 16, but 1.0 after 200 at length 8, hence length 8 and 250 steps.
-    'quick': Sizes(seq_len=8, num_markers=2, num_symbols=8, steps=250,
+    # ~500 at length 16, but 1.0 after 200 at length 8, hence length 8.
+    'quick': Sizes(seq_len=8, num_markers=2, num_symbols=8, steps=250, eval_every=50,
                    target_params=100_000, num_layers=2, num_train=4000, num_test=512,
                    num_permutations=4),
-    'full': Sizes(seq_len=32, num_markers=4, num_symbols=32, steps=3000,
+    'standard': Sizes(seq_len=12, num_markers=2, num_symbols=8, steps=800, eval_every=50,
+                      target_params=50_000, num_layers=2, num_train=4000, num_test=512,
+                      num_permutations=4),
+    'full': Sizes(seq_len=32, num_markers=4, num_symbols=32, steps=3000, eval_every=100,
                   target_params=1_000_000, num_layers=4, num_train=50_000, num_test=2000,
                   num_permutations=8),
 }
@@ -91,45 +94,66 @@ def task_options(sizes: Sizes) -> dict[str, int]:
           'num_symbols': sizes.num_symbols, 'num_test': sizes.num_test}
 
 
-def permutation_change(workdir: str, inputs: np.ndarray, perms: list[np.ndarray]) -> float:
-  """Max |Δ logits| / max |logits| of the trained model in ``workdir`` when the columns
-  of ``inputs`` ``[batch, time]`` are permuted by each of ``perms``."""
-  model, _, params, _, _ = loop.load_for_inference(workdir, 'latest')
+BLIND_WEIGHTS = os.path.join('runs', 'positions_encoder_no_positions.msgpack')
+
+
+def save_trained(path: str, model_cfg: dict, params_by_seed: dict) -> None:
+  """Writes ``{'model_cfg', 'params': {seed: params}}`` as msgpack (flax.serialization)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  blob = {'model_cfg': model_cfg,
+          'params': {str(seed): p for seed, p in params_by_seed.items()}}
+  with open(path, 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(blob))
+
+
+def load_trained(path: str) -> tuple[ModelConfig, dict]:
+  """``(model config, {seed: params})`` from ``save_trained``."""
+  with open(path, 'rb') as f:
+    blob = flax.serialization.msgpack_restore(f.read())
+  return (ModelConfig.from_mapping(blob['model_cfg']),
+          {int(seed): p for seed, p in blob['params'].items()})
+
+
+def permutation_change(model_cfg: dict, params, inputs: np.ndarray,
+                       perms: list[np.ndarray]) -> float:
+  """Max |Δ logits| / max |logits| of a trained model (``model_cfg``, ``params``) when
+  the columns of ``inputs`` ``[batch, time]`` are permuted by each of ``perms``."""
+  model = build_model(ModelConfig.from_mapping(model_cfg))
   apply = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
   return output_change(apply, inputs, perms)[1]
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   sizes = SIZES[suite.name]
+  suite = suite.with_seed(seed)
   options = task_options(sizes)
   test = get_task(TASK, seed=seed, num_train=sizes.num_train, num_validation=256,
                   **options).open('test')
   inputs = np.stack([test[i]['inputs'] for i in range(len(test))])
   rng = np.random.default_rng(seed)
   perms = [rng.permutation(sizes.seq_len) for _ in range(sizes.num_permutations)]
-  records, start = [], time.perf_counter()
-  for label, family, overrides in variants(families):
-    workdir = os.path.join(outdir, 'runs', 'positions_' + re.sub(r'\W+', '_', label))
-    shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, never a resumed one
-    t0 = time.perf_counter()
-    record = train_run(TASK, family, workdir=workdir, target_params=sizes.target_params,
-                       steps=sizes.steps, seed=seed, task_options=options,
-                       model_overrides={'num_layers': sizes.num_layers, **overrides},
-                       max_d_model=suite.max_d_model, num_train=sizes.num_train,
-                       keep_checkpoints=True)
-    seconds = time.perf_counter() - t0
-    change = permutation_change(workdir, inputs, perms)
-    if label != ENCODER_NO_POSITIONS:  # kept so its invariance can be re-checked
-      shutil.rmtree(os.path.join(workdir, loop.CHECKPOINT_DIR), ignore_errors=True)
+  start = time.perf_counter()
+  planned = variants(families)
+  jobs = [dict(task=TASK, family=family, seeds=suite.seed_list,
+               learning_rates=suite.learning_rates, steps=sizes.steps,
+               eval_every=sizes.eval_every, task_options=options,
+               model_overrides={'num_layers': sizes.num_layers, **overrides},
+               target_params=sizes.target_params, max_d_model=suite.max_d_model,
+               num_train=sizes.num_train, num_test=sizes.num_test, keep_params=True)
+          for _, family, overrides in planned]
+  records = []
+  for (label, family, overrides), cell in zip(planned, pool.run_cells(jobs, suite.workers)):
+    params = cell.pop('params_by_seed')
+    model_cfg = cell['model_cfg']
+    if label == ENCODER_NO_POSITIONS:  # kept so that its invariance can be re-checked
+      save_trained(os.path.join(outdir, BLIND_WEIGHTS), model_cfg, params)
+    # The largest change over seeds: a model is order-blind only if every seed is.
+    change = max(permutation_change(model_cfg, p, inputs, perms) for p in params.values())
     records.append({
-        'variant': label, 'family': family,
+        'variant': label, **cell,
         'positions': overrides.get('positions', 'implicit (recurrence)'),
         'causal': overrides.get('causal', family != 'bilstm'),
-        'params': record['params'], 'd_model': record['d_model'], 'steps': record['steps'],
-        'seq_len': record['seq_len'], 'test_accuracy': record['value'],
-        'chance': 1.0 / sizes.num_markers,
-        'permutation_change': change, 'order_blind': change < 1e-5,
-        'run_seconds': seconds, 'workdir': workdir})
+        'permutation_change': change, 'order_blind': change < 1e-5})
   total = time.perf_counter() - start
   figures = []
   if records:
@@ -142,75 +166,75 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
       prediction='On a task where order is the only signal, a Transformer encoder without '
                  'positional encodings stays at chance; with sinusoidal, learned or rotary '
                  'positions it solves the task; recurrent models solve it with no encoding.',
-      measured=_summary(records, sizes, total), verdict=_verdict(records, sizes),
-      figures=figures, records=records)
+      measured=_summary(records, sizes, suite, total),
+      verdict=_verdict(records, sizes, suite), figures=figures, records=records)
 
 
 def _accuracy_bars(records, path: str, sizes: Sizes) -> None:
-  plots.bars([r['variant'] for r in records], [r['test_accuracy'] for r in records],
+  plots.bars([r['variant'] for r in records], [r['score_mean'] for r in records],
              path=path, colors=['tab:red' if r['order_blind'] else 'tab:blue'
                                 for r in records],
+             errors=[(r['score_mean'] - r['score_min'], r['score_max'] - r['score_mean'])
+                     for r in records],
              reference=1.0 / sizes.num_markers, reference_label='chance', ylim=(0.0, 1.05),
-             title=f'{TASK}: test accuracy after {sizes.steps} steps\n'
+             title=f'{TASK}: test accuracy, mean and min-max over seeds\n'
                    f'(~{sizes.target_params:,} parameters each; red = order-blind model)',
              ylabel='test accuracy (fraction)')
 
 
-def _chance_margin(sizes: Sizes) -> float:
-  """Three binomial standard errors of an at-chance accuracy on the test split."""
-  chance = 1.0 / sizes.num_markers
-  return 3.0 * math.sqrt(chance * (1.0 - chance) / sizes.num_test)
-
-
-def _summary(records, sizes: Sizes, total: float) -> str:
-  cols = ['variant', 'positions', 'params', 'steps', 'test_accuracy', 'permutation_change',
-          'order_blind', 'run_seconds']
+def _summary(records, sizes: Sizes, suite: Suite, total: float) -> str:
+  rows = [{**r, 'test accuracy': stats.format_spread(r['scores']),
+           'steps to criterion': cells.steps_text(r)} for r in records]
+  cols = ['variant', 'positions', 'params', 'learning_rate', 'test accuracy', 'status',
+          'steps to criterion', 'permutation_change', 'order_blind']
   return (f'Task `{TASK}`: {sizes.seq_len} tokens, {sizes.num_markers} marker tokens at '
           f'random positions among {sizes.num_symbols} filler symbols; the label is the '
           'marker that comes first, so every class has the same multiset of tokens '
-          f'(chance = {1.0 / sizes.num_markers:.2f}). Every variant trained for '
-          f'{sizes.steps} steps (batch 32, AdamW, warmup + cosine) at ~'
-          f'{sizes.target_params:,} parameters, {sizes.num_layers} layers; test accuracy on '
-          f'{sizes.num_test} examples, one seed. `permutation_change` = max |Δ logits| / '
-          'max |logits| of the *trained* model when the test inputs are permuted '
-          f'({sizes.num_permutations} random permutations); order-blind below 1e-5. '
-          '`run_seconds` = wall time of one run (data, width matching, compilation, '
-          f'training, test); all runs took {total:.0f} s.\n\n' +
-          markdown_table(records, cols, {'test_accuracy': '.3f',
-                                         'permutation_change': '.2e',
-                                         'run_seconds': '.1f'}))
+          f'(chance = {1.0 / sizes.num_markers:.2f}). Every variant: ~'
+          f'{sizes.target_params:,} parameters, {sizes.num_layers} layers, budget '
+          f'{sizes.steps} steps of batch 32, {len(suite.seed_list)} seeds x rates '
+          f'{list(suite.learning_rates)} (chosen on validation), stopped at validation '
+          f'accuracy {SOLVED}; test accuracy on {sizes.num_test} examples, mean [min-max] '
+          'over seeds. `permutation_change` = max |Δ logits| / max |logits| of the '
+          '*trained* models (largest over seeds) when the test inputs are permuted '
+          f'({sizes.num_permutations} random permutations); order-blind below 1e-5. All '
+          f'runs took {total:.0f} s.\n\n' +
+          markdown_table(rows, cols, {'permutation_change': '.2e', 'learning_rate': 'g'}))
 
 
-def _verdict(records, sizes: Sizes) -> str:
+def _verdict(records, sizes: Sizes, suite: Suite) -> str:
   by = {r['variant']: r for r in records}
   if ENCODER_NO_POSITIONS not in by:
     return 'Not measured (needs the transformer family).'
-  chance, margin = 1.0 / sizes.num_markers, _chance_margin(sizes)
   blind = by[ENCODER_NO_POSITIONS]
   positioned = [r for r in records if r['family'] == 'transformer' and not r['causal']
                 and r['positions'] != 'none']
   recurrent = [r for r in records if r['family'] != 'transformer']
-  missed = [r['variant'] for r in positioned + recurrent if r['test_accuracy'] < WORKS_AT]
-  at_chance = blind['test_accuracy'] <= chance + margin and blind['order_blind']
+  missed = [r for r in positioned + recurrent if not cells.learned(r)]
+  at_chance = cells.at_chance(blind) and blind['order_blind']
   decoder = by.get('transformer decoder (causal), no positions')
   note = ''
   if decoder is not None:
-    solved = decoder['test_accuracy'] >= WORKS_AT
-    note = (f' The causal decoder without positions reached '
-            f'{decoder["test_accuracy"]:.3f}: ' +
+    note = (f' The causal decoder without positions: {stats.format_spread(decoder["scores"])}'
+            f' ({decoder["status"]}): ' +
             ('the causal mask alone carries order (each position sees a different '
              'prefix), so "explicit positions" is needed by encoders, not by decoders '
-             '(Haviv et al. 2022).' if solved else
-             'at this budget it did not exploit the order its causal mask leaks.'))
-  accs = ', '.join(f'{r["variant"]} {r["test_accuracy"]:.3f}' for r in positioned + recurrent)
+             '(Haviv et al. 2022).' if cells.learned(decoder) else
+             'it did not exploit the order its causal mask leaks within the budget.'))
+  accs = ', '.join(f'{r["variant"]} {stats.format_spread(r["scores"])}'
+                   for r in positioned + recurrent)
+  blind_text = f'{stats.format_spread(blind["scores"])} (chance {blind["chance"]:.2f})'
   if not at_chance:
-    return (f'Contradicted: the encoder without positions scored '
-            f'{blind["test_accuracy"]:.3f} (chance {chance:.2f}) or was not order-blind.'
-            + note)
+    return (f'Contradicted: the encoder without positions scored {blind_text} or was not '
+            'order-blind.' + note)
+  if missed and suite.preview:
+    return (f'Preview: the position-free encoder is order-blind and at chance '
+            f'({blind_text}); {", ".join(r["variant"] for r in missed)}: {cells.PREVIEW} '
+            f'({accs}).' + note)
   if missed:
     return (f'Mixed: the position-free encoder is order-blind and at chance '
-            f'({blind["test_accuracy"]:.3f}), but {", ".join(missed)} stayed below '
-            f'{WORKS_AT} test accuracy in {sizes.steps} steps ({accs}).' + note)
+            f'({blind_text}), but {", ".join(r["variant"] for r in missed)} did not reach '
+            f'the criterion within {sizes.steps} steps ({accs}).' + note)
   return (f'Supported: the encoder without positions is order-blind even after training '
-          f'and stays at chance ({blind["test_accuracy"]:.3f} vs {chance:.2f}); every '
-          f'encoding and every recurrent model reached >= {WORKS_AT} ({accs}).' + note)
+          f'and stays at chance ({blind_text}) with every seed; every encoding and every '
+          f'recurrent model learned the task with every seed ({accs}).' + note)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -81,6 +82,42 @@ def environment(suite: Suite, seed: int, families: list[str]) -> dict[str, Any]:
   }
 
 
+def protocol(suite: Suite) -> str:
+  """The tuning and reporting protocol every trained experiment follows, as the report
+  states it."""
+  seeds = suite.seed_list
+  rates = ', '.join(f'{lr:g}' for lr in suite.learning_rates)
+  return '\n'.join([
+      f'- **Seeds.** Every trained cell (one task setting x one family) runs {len(seeds)} '
+      f'seeds ({seeds}); a seed sets the initialisation, the data order and, for synthetic '
+      'tasks, the sample of the data. Cells report the mean and the min-max range over '
+      'seeds; `results.json` keeps every seed\'s value. No seed is ever dropped.',
+      f'- **Learning rate.** Every family gets the same grid ({rates}; AdamW, b1 0.9, '
+      'b2 0.98, weight decay 0.01, gradient clipping 1.0, 10 % linear warm-up then cosine '
+      'decay over the budget). The rate is chosen per cell on the *validation* split: the '
+      'best mean validation score over seeds, capped at the criterion, ties broken by '
+      'fewer steps to the criterion. The test scores reported are that rate\'s, for '
+      'every seed.',
+      '- **Stopping.** A run stops when its validation score reaches the task\'s '
+      'criterion (accuracy 0.99; adding problem: 99 % of the predict-the-mean error '
+      'removed), or when its step budget runs out. "Learned in K steps" and "not learned '
+      'within B steps" are reported as different outcomes; test scores come from the best '
+      'validation checkpoint.',
+      '- **Size.** Families are matched on parameter count (the width that comes closest '
+      'to the budget), except where width itself is the axis (MQAR, as in Zoology); the '
+      'forward FLOPs per token are reported beside the parameters, since equal parameters '
+      'can hide unequal compute.',
+      f'- **Verdicts.** Family A beats family B in a cell only when their seed ranges do '
+      f'not overlap; otherwise the cell is "not separable at {len(seeds)} seeds". '
+      + ('With 2 seeds this is a weak rule (two exchangeable families give disjoint '
+         'ranges 1 time in 3). ' if len(seeds) == 2 else
+         f'(Two families with no real difference give disjoint ranges with probability '
+         f'{2 / math.comb(2 * len(seeds), len(seeds)):.2f}.) ') +
+      ('This suite is a **preview**: where a run did not converge, its verdict says so '
+       'instead of naming a winner.' if suite.preview else ''),
+  ])
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str],
                    formats: dict[str, str] | None = None) -> str:
   formats = formats or {}
@@ -106,7 +143,8 @@ def write_records(outdir: str, finding: Finding) -> None:
     writer.writerows(finding.records)
 
 
-def write_report(outdir: str, env: dict[str, Any], findings: list[Finding]) -> str:
+def write_report(outdir: str, env: dict[str, Any], findings: list[Finding],
+                 protocol_text: str = '') -> str:
   """Writes ``report.md``, ``results.json`` and one CSV per experiment; returns the path."""
   for finding in findings:
     write_records(outdir, finding)
@@ -120,9 +158,12 @@ def write_report(outdir: str, env: dict[str, Any], findings: list[Finding]) -> s
            'below; ratios between families measured in the same run are the robust part.',
            '', '## Environment', '']
   lines += [f'- **{key}**: {value}' for key, value in env.items()]
+  if protocol_text:
+    lines += ['', '## Protocol of the trained experiments', '', protocol_text]
   lines += ['', '## Summary', '',
             markdown_table([{'experiment': x.title, 'verdict': headline(x.verdict),
-                             'wall time (s)': x.seconds} for x in findings],
+                             'wall time (s)': '-' if x.seconds is None else x.seconds}
+                            for x in findings],
                            ['experiment', 'verdict', 'wall time (s)'],
                            {'wall time (s)': '.0f'}), '']
   for finding in findings:

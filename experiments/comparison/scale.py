@@ -3,35 +3,31 @@ of billions. A CPU cannot train such models, so this experiment measures what th
 rests on at the sizes it can reach: how training throughput (tokens/s of the jitted
 train step) and the loss after a fixed budget change as each family grows.
 
-Every (family, budget) pair is one run of the project's trainer (``train_run``, width
-matched to the budget, same steps/batch/schedule), followed by a timing of the train step
-the trainer jits (forward + backward + clipped AdamW update), rebuilt from the run's saved
-model and optimizer settings and sharded over the same device mesh (every visible device
-unless the config says otherwise).
+Every (family, budget) pair is one comparison cell (``training.train_cell``: the suite's
+seeds and learning-rate grid, width matched to the budget, same steps/batch/schedule),
+followed by a timing of the train step the trainer jits (forward + backward + clipped
+AdamW update), built from the same config and sharded over the same device mesh (every
+visible device unless the config says otherwise).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from experiments.comparison import plots
+from experiments.comparison import plots, pool, stats, training
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite
-from experiments.comparison.training import train_run
 from scripts.benchmarks.common import time_fn
 from seqjax.data.errors import DatasetNotPreparedError
 from seqjax.data.pipeline import make_iterator
 from seqjax.data.registry import get_task
-from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
-from seqjax.training import loop, mesh as mesh_lib, optimizer as opt_lib
+from seqjax.training import configuration, loop, mesh as mesh_lib, optimizer as opt_lib
 from seqjax.training.state import init_state
 from seqjax.training.steps import make_train_step
 
@@ -56,6 +52,9 @@ SIZES = {
     'quick': ScaleSizes(budgets=(16_000, 64_000, 256_000), num_layers=2, steps=120,
                         batch_size=16, seq_len=64, num_train=2000, num_test=256, repeats=3,
                         max_d_model=1024),
+    'standard': ScaleSizes(budgets=(16_000, 64_000, 256_000), num_layers=2, steps=200,
+                           batch_size=16, seq_len=64, num_train=2000, num_test=256,
+                           repeats=3, max_d_model=1024),
     'full': ScaleSizes(budgets=(1_000_000, 4_000_000, 16_000_000, 64_000_000),
                        num_layers=4, steps=5000, batch_size=64, seq_len=256,
                        num_train=200_000, num_test=4096, repeats=9, max_d_model=8192),
@@ -74,26 +73,24 @@ def lm_task(sizes: ScaleSizes, seed: int) -> tuple[str, dict[str, Any], str | No
                                  'num_validation': None, 'num_test': None}, 'base')
   except DatasetNotPreparedError:
     pairs = max(2, sizes.seq_len // 8)
-    # The validation split is unused (no evaluation during training): keep it tiny.
+    # The validation split only picks the learning rate (one evaluation, at the end).
     return ('mqar', {'seq_len': sizes.seq_len, 'num_pairs': pairs, 'num_queries': pairs,
                      'num_keys': 4 * pairs, 'num_values': 4 * pairs,
-                     'num_validation': 8, 'num_test': sizes.num_test}, None)
+                     'num_validation': sizes.num_test, 'num_test': sizes.num_test}, None)
 
 
-def train_step_throughput(workdir: str, repeats: int, seed: int = 0) -> dict[str, float]:
-  """Median time and tokens/s of the trainer's jitted step for the run in ``workdir``.
+def train_step_throughput(config, repeats: int, seed: int = 0) -> dict[str, float]:
+  """Median time and tokens/s of the trainer's jitted step for the experiment ``config``.
 
-  Rebuilds model, optimizer and mesh from the run's saved ``config.json`` and times one
-  real training batch. The state has the trainer's shapes, dtypes and shardings, filled
+  Builds model, optimizer and mesh as the trainer does and times one real training
+  batch. The state has the trainer's shapes, dtypes and shardings, filled
   on the host (parameters ~ N(0, 0.02), optimizer moments zero as at step 0) instead of
   by a second jitted ``init``: the step's work does not depend on the values, and the
   init compile would cost as much as the step's. The state is not donated, so every
   timed call starts alike.
   """
-  with open(os.path.join(workdir, 'config.json')) as f:
-    meta = json.load(f)
-  config = ml_collections.ConfigDict(meta['config'])
-  model_cfg = ModelConfig.from_mapping(meta['model_cfg'])
+  task = loop.open_task(config)
+  model_cfg = configuration.model_config(config, task.spec)
   model = build_model(model_cfg)
   optimizer, schedule = opt_lib.make_optimizer(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
@@ -111,7 +108,6 @@ def train_step_throughput(workdir: str, repeats: int, seed: int = 0) -> dict[str
       **{name: jax.tree.map(lambda x, s: fill(x, s, 0.0), getattr(abstract, name),
                             getattr(shardings, name))
          for name in ('step', 'opt_state', 'rng')})
-  task = loop.open_task(config)
   batch = next(make_iterator(task.dataset('train'), task.spec,
                              batch_size=config.batch_size, seed=config.seed))
   tokens = int(np.asarray(batch['mask']).sum())
@@ -127,32 +123,46 @@ def train_step_throughput(workdir: str, repeats: int, seed: int = 0) -> dict[str
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   sizes = SIZES[suite.name]
+  suite = suite.with_seed(seed)
   task, options, config_name = lm_task(sizes, seed)
+  planned = [(family, budget) for family in families for budget in sizes.budgets]
+  jobs = [dict(task=task, family=family, seeds=suite.seed_list,
+               learning_rates=suite.learning_rates, steps=sizes.steps,
+               eval_every=sizes.steps, solved=None, task_options=options,
+               model_overrides={'num_layers': sizes.num_layers}, target_params=budget,
+               batch_size=sizes.batch_size, max_d_model=sizes.max_d_model,
+               num_train=sizes.num_train, num_test=sizes.num_test,
+               config_name=config_name) for family, budget in planned]
+  trained = pool.run_cells(jobs, suite.workers)
   records = []
-  for family in families:
-    for budget in sizes.budgets:
-      workdir = os.path.join(outdir, 'runs', f'scale_{family}_{budget}')
-      result = train_run(task, family, workdir=workdir, target_params=budget,
-                         steps=sizes.steps, seed=seed, task_options=options,
-                         model_overrides={'num_layers': sizes.num_layers},
-                         batch_size=sizes.batch_size, max_d_model=sizes.max_d_model,
-                         num_train=sizes.num_train, config_name=config_name)
-      records.append({
-          'family': family, 'budget': budget, 'params': result['params'],
-          'd_model': result['d_model'], 'num_layers': sizes.num_layers, 'task': task,
-          'seq_len': result['seq_len'], 'batch_size': sizes.batch_size,
-          'steps': sizes.steps, 'test_loss': result['test_loss'],
-          'test_token_accuracy': result.get('test_token_accuracy'),
-          **train_step_throughput(workdir, sizes.repeats, seed)})
+  # Timed after all training, in this process alone: no worker competes for the cores.
+  for (family, budget), job, cell in zip(planned, jobs, trained):
+    config = training.experiment_config(
+        task, family, steps=sizes.steps, seed=seed,
+        **{k: v for k, v in job.items() if k in training.CONFIG_KEYS})
+    losses = [m['loss'] for m in cell['test_metrics']]
+    records.append({
+        'family': family, 'budget': budget, 'params': cell['params'],
+        'd_model': cell['d_model'], 'num_layers': sizes.num_layers, 'task': task,
+        'seq_len': cell['seq_len'], 'batch_size': sizes.batch_size, 'steps': sizes.steps,
+        'learning_rate': cell['learning_rate'], 'seeds': cell['seeds'],
+        'test_losses': losses, 'test_loss': stats.spread(losses)['mean'],
+        'test_loss_min': stats.spread(losses)['min'],
+        'test_loss_max': stats.spread(losses)['max'],
+        'flops_per_token': cell['flops_per_token'], 'model_cfg': cell['model_cfg'],
+        'test_token_accuracy': stats.spread(cell['scores'])['mean'],
+        **train_step_throughput(config, sizes.repeats, seed)})
   figures = ['scale_throughput.png', 'scale_loss.png']
   plots.lines(records, x='params', y='tokens_per_s', group='family', logx=True, logy=True,
               path=os.path.join(outdir, figures[0]), xlabel='parameters (log)',
               title='Training throughput vs model size (jitted train step)',
               ylabel='tokens / s (median, log)')
-  plots.lines(records, x='params', y='test_loss', group='family', logx=True,
-              path=os.path.join(outdir, figures[1]), xlabel='parameters (log)',
-              title=f'Test loss after {sizes.steps} steps vs model size ({task})',
-              ylabel='test cross-entropy (nats / token)')
+  plots.spread_lines(
+      {f: {r['params']: r['test_losses'] for r in records if r['family'] == f}
+       for f in families}, path=os.path.join(outdir, figures[1]), logx=True,
+      xlabel='parameters (log)', ylabel='test cross-entropy (nats / token)',
+      title=f'Test loss after {sizes.steps} steps vs model size ({task}); band = '
+            'min-max over seeds')
   return Finding(
       experiment='scale', title='7. Scale',
       claim='LSTM: hard to scale past ~500M parameters. Transformer: scales to hundreds '
@@ -162,7 +172,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                  'recurrence serialises the time axis, so extra width cannot buy '
                  'parallelism over time), and at equal budgets its loss improves less '
                  'with size.',
-      measured=_summary(records, sizes, task),
+      measured=_summary(records, sizes, task, suite),
       verdict=_verdict(records, sizes), figures=figures, records=records)
 
 
@@ -201,7 +211,7 @@ PUBLISHED = (
     'and SSMs.')
 
 
-def _summary(records, sizes: ScaleSizes, task: str) -> str:
+def _summary(records, sizes: ScaleSizes, task: str, suite: Suite) -> str:
   devices = records[0]['devices'] if records else jax.device_count()
   source = ('tiny_shakespeare (character LM)' if task == 'tiny_shakespeare' else
             'MQAR (synthetic multi-query associative recall; tiny_shakespeare is not '
@@ -212,15 +222,19 @@ def _summary(records, sizes: ScaleSizes, task: str) -> str:
       f'parameters ({sizes.num_layers} layers, width matched to each budget), i.e. '
       'orders of magnitude below the claim. Task: ' + source + f', length '
       f'{records[0]["seq_len"] if records else sizes.seq_len}. Every run: '
-      f'{sizes.steps} steps, batch {sizes.batch_size}, AdamW with warmup + cosine, one '
-      f'seed, {devices} device(s) (`{jax.default_backend()}`). Throughput: median of '
+      f'{sizes.steps} steps, batch {sizes.batch_size}, AdamW with warmup + cosine, '
+      f'{len(suite.seed_list)} seeds x rates {list(suite.learning_rates)} (chosen on '
+      f'validation), {devices} device(s) (`{jax.default_backend()}`); test loss: mean '
+      '[min-max] over seeds. Throughput: median of '
       f'{sizes.repeats} timed calls of the trainer\'s jitted train step (forward, '
       'backward, optimizer update) after warm-up; tokens/s = scored tokens per batch / '
       'step time.', '',
-      markdown_table(records, ['family', 'budget', 'params', 'd_model', 'ms_per_step',
-                               'tokens_per_s', 'test_loss', 'test_token_accuracy'],
-                     {'ms_per_step': '.1f', 'tokens_per_s': ',.0f', 'test_loss': '.3f',
-                      'test_token_accuracy': '.3f'}), '',
+      markdown_table([{**r, 'test loss': stats.format_spread(r['test_losses']),
+                       'MFLOP/token': r['flops_per_token'] / 1e6} for r in records],
+                     ['family', 'budget', 'params', 'd_model', 'MFLOP/token',
+                      'ms_per_step', 'tokens_per_s', 'learning_rate', 'test loss'],
+                     {'ms_per_step': '.1f', 'tokens_per_s': ',.0f', 'MFLOP/token': '.3f',
+                      'learning_rate': 'g'}), '',
       'Throughput scaling exponent (slope of log tokens/s vs log parameters; 0 = size '
       'costs nothing, -1 = time proportional to size): ' +
       (', '.join(f'{f}: {e:+.2f}' for f, e in exps.items()) or 'n/a') + '.', '',

@@ -39,11 +39,12 @@ def weight_decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_schedule(config) -> optax.Schedule:
-  """Linear warmup over ``warmup_steps`` to ``learning_rate``, then cosine decay to
-  ``learning_rate * min_lr_ratio`` at ``num_steps`` (Loshchilov & Hutter 2017), or
+def make_schedule(config, peak: float | None = None) -> optax.Schedule:
+  """Linear warmup over ``warmup_steps`` to ``peak`` (default ``learning_rate``), then
+  cosine decay to ``peak * min_lr_ratio`` at ``num_steps`` (Loshchilov & Hutter 2017), or
   constant after warmup."""
-  peak, warmup = float(config.learning_rate), int(config.warmup_steps)
+  peak = float(config.learning_rate if peak is None else peak)
+  warmup = int(config.warmup_steps)
   if config.lr_schedule == 'constant':
     if not warmup:
       return optax.constant_schedule(peak)
@@ -55,13 +56,31 @@ def make_schedule(config) -> optax.Schedule:
       end_value=peak * float(config.min_lr_ratio))
 
 
-def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """``(optimizer, schedule)``: clip by global norm, then AdamW with the masked decay."""
-  schedule = make_schedule(config)
+def _clipped_adamw(config, schedule: optax.Schedule) -> optax.GradientTransformation:
   parts = []
   if config.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(float(config.grad_clip)))
   parts.append(optax.adamw(schedule, b1=float(config.b1), b2=float(config.b2),
                            eps=float(config.eps), weight_decay=float(config.weight_decay),
                            mask=weight_decay_mask))
-  return optax.chain(*parts), schedule
+  return optax.chain(*parts)
+
+
+def make_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """``(optimizer, schedule)``: clip by global norm, then AdamW with the masked decay."""
+  schedule = make_schedule(config)
+  return _clipped_adamw(config, schedule), schedule
+
+
+def make_tunable_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """``make_optimizer`` with the peak learning rate kept in the optimizer state
+  (``opt_state.hyperparams['learning_rate']``, via ``optax.inject_hyperparams``) instead of
+  baked into the update function, so that one compiled train step serves every member of
+  a learning-rate sweep. Returns the optimizer and the *unit* schedule (peak 1.0): the
+  rate at step ``s`` is ``learning_rate * unit(s)``."""
+  unit = make_schedule(config, peak=1.0)
+
+  def build(learning_rate):
+    return _clipped_adamw(config, lambda count: learning_rate * unit(count))
+
+  return optax.inject_hyperparams(build)(learning_rate=float(config.learning_rate)), unit

@@ -190,12 +190,20 @@ def test_smoke_run_writes_figures_and_complete_records(smoke):
     path = os.path.join(outdir, figure)
     assert open(path, 'rb').read(8) == PNG_MAGIC and os.path.getsize(path) > 1000
   sizes = interpret.SIZES['smoke']
+  seeds = SUITES['smoke'].seed_list
   heads = [r for r in finding.records if r['part'] == 'transformer head']
-  assert len(heads) == sizes.num_layers * sizes.num_heads
+  # Every head of every seed's model is scored.
+  assert len(heads) == len(seeds) * sizes.num_layers * sizes.num_heads
+  assert sorted({r['seed'] for r in heads}) == seeds
   for row in heads:
     for key in ('induction_score', 'previous_token_score', 'b_to_a_score'):
       assert 0.0 <= row[key] <= 1.0
-  (saliency,) = [r for r in finding.records if r['part'] == 'gradient saliency']
-  assert saliency['model'] == 'transformer' and 0 < saliency['saliency_share_at_b'] < 1
+  saliency = [r for r in finding.records if r['part'] == 'gradient saliency']
+  assert [r['seed'] for r in saliency] == seeds
+  assert all(r['model'] == 'transformer' and 0 < r['saliency_share_at_b'] < 1
+             for r in saliency)
   assert all(r['steps'] == sizes.induction_steps for r in finding.records)
   assert f'{heads[0]["induction_score"]:.3f}' in finding.measured
+  # The spread line over seeds is the best head of each seed.
+  best = [max(r['induction_score'] for r in heads if r['seed'] == s) for s in seeds]
+  assert interpret.stats.format_spread(best) in finding.measured
