@@ -185,7 +185,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
     records.append(row)
     figures.append(figure)
   overrides = {'transformer': {'num_layers': sizes.num_layers, 'num_heads': sizes.num_heads,
-                               'attention_impl': 'exact'},
+                               'impl': 'attention:exact'},
                'lstm': {'num_layers': sizes.num_layers}}
   for family in [f for f in overrides if f in families]:
     record, model, params, vocab, data = _induction_run(family, overrides[family], sizes,

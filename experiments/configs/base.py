@@ -12,11 +12,10 @@ import dataclasses
 
 import ml_collections
 
-from seqjax.models.config import ModelConfig
+from seqjax.models.config import ModelConfig, Role, field_names
 
 # Fixed by the task (TaskSpec.model_fields) or by config.model, so not in model_cfg.
-TASK_FIXED = ('model', 'head', 'vocab_size', 'input_features', 'num_classes',
-              'tgt_vocab_size')
+TASK_FIXED = field_names(Role.TASK)
 
 
 def model_defaults(**overrides) -> ml_collections.ConfigDict:

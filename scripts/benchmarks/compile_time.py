@@ -27,7 +27,7 @@ VARIANTS = {
     'lstm': {'model': 'lstm'},
     'gru': {'model': 'gru'},
     'transformer': {'model': 'transformer'},
-    'transformer_chunked': {'model': 'transformer', 'attention_impl': 'chunked'},
+    'transformer_chunked': {'model': 'transformer', 'impl': 'attention:chunked'},
     's4d': {'model': 's4d'},
     'mamba': {'model': 'mamba'},
 }

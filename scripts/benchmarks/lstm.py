@@ -4,7 +4,7 @@ One step = forward over ``x`` ``[B, T, E]``, loss = sum of the outputs, gradient
 parameters and the inputs (B=32, T=256, E=H=256, float32). Variants:
 
 * ``seqjax_fused``: :class:`seqjax.layers.lstm.LSTM` default (fused scan + hand-written
-  backward, ``seqjax.layers.recurrent_vjp``);
+  backward, ``seqjax.layers.lstm_vjp``);
 * ``seqjax_autodiff`` / ``seqjax_autodiff_hoist``: autodiff of ``masked_scan`` with the
   input projection per step / hoisted;
 * ``flax_optimized_lstm``: ``flax.linen.RNN(flax.linen.OptimizedLSTMCell(H))``;
@@ -130,15 +130,14 @@ def run(quick: bool = False) -> list[dict]:
       'lstm_train_step', 4, {
           'flax_optimized_lstm': lambda: _flax_step(*SHAPE),
           'seqjax_fused': lambda: _seqjax_step(*SHAPE),
-          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, fused_backward=False),
-          'seqjax_autodiff_hoist': lambda: _seqjax_step(
-              *SHAPE, fused_backward=False, hoist_input_projection=True),
+          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, impl='rnn:autodiff'),
+          'seqjax_autodiff_hoist': lambda: _seqjax_step(*SHAPE, impl='rnn:hoisted'),
       }, 'flax_optimized_lstm', _torch_step(*SHAPE), 'torch_lstm', quick)
   gru = _time_group(
       'gru_train_step', 3, {
           'flax_gru': lambda: _flax_step(*SHAPE, cell=nn.GRUCell),
           'seqjax_fused': lambda: _seqjax_step(*SHAPE, layer=GRU),
-          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, layer=GRU, fused_backward=False),
+          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, layer=GRU, impl='rnn:autodiff'),
       }, 'flax_gru', _torch_step(*SHAPE, module='GRU'), 'torch_gru', quick)
   return lstm + gru
 

@@ -3,11 +3,11 @@
 One seqjax ``ResidualBlock`` per family at matched width (``d_model=256``, the same
 pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison backbone):
 
-* ``mamba``: ``Mamba(256, d_state=16, expand=2)`` with its default fused selective scan
-  (``seqjax.ops.selective_scan``, ``scan_impl='fused'``);
+* ``mamba``: ``Mamba(256, mamba_d_state=16, mamba_expand=2)`` with its default fused
+  selective scan (``seqjax.ops.selective_scan``, ``impl='selective_scan:fused'``);
 * ``mamba_materialized``: the same block with the reference path
-  (``scan_impl='materialized'``: ``[batch, time, 2d, 16]`` arrays through ``linear_scan``
-  with ``ModelConfig``'s default scan backend);
+  (``impl='selective_scan:materialized'``: ``[batch, time, 2d, 16]`` arrays through
+  ``linear_scan`` with the ``auto`` scan backend);
 * ``transformer_chunked``: causal ``MultiHeadAttention(256, 4 heads)`` with the
   memory-efficient chunked path (512-blocks), the sensible choice for long inputs;
 * ``transformer_exact``: the same with exact O(T²) attention (up to T=4096).
@@ -30,19 +30,21 @@ from scripts.benchmarks.compiled import compile_with_stats
 from seqjax.layers.attention import MultiHeadAttention
 from seqjax.layers.block import ResidualBlock
 from seqjax.layers.mamba import Mamba
-from seqjax.models.config import ModelConfig
+from seqjax.ops.scan import SCAN
+from seqjax.ops.switch import AUTO
 
 D_MODEL, HEADS, BATCH = 256, 4, 1
 
 
 def _blocks() -> dict[str, ResidualBlock]:
-  default_backend = ModelConfig().scan_backend
   mixers = {
-      'mamba': Mamba(D_MODEL, d_state=16, expand=2, scan_impl='fused'),
-      'mamba_materialized': Mamba(D_MODEL, d_state=16, expand=2,
-                                  scan_backend=default_backend, scan_impl='materialized'),
+      'mamba': Mamba(D_MODEL, mamba_d_state=16, mamba_expand=2,
+                     impl='selective_scan:fused'),
+      'mamba_materialized': Mamba(D_MODEL, mamba_d_state=16, mamba_expand=2,
+                                  impl='selective_scan:materialized'),
       'transformer_chunked': MultiHeadAttention(D_MODEL, HEADS, causal=True,
-                                                attention_impl='chunked', chunk_size=512),
+                                                impl='attention:chunked',
+                                                attention_chunk=512),
       'transformer_exact': MultiHeadAttention(D_MODEL, HEADS, causal=True),
   }
   return {name: ResidualBlock(mixer, D_MODEL, 4 * D_MODEL) for name, mixer in mixers.items()}
@@ -93,7 +95,7 @@ def run(quick: bool = False) -> list[dict]:
                       'tokens_per_s': BATCH * t / (timing['median_ms'] * 1e-3)})
     ratios[t] = timings['mamba']['median_ms'] / timings['mamba_materialized']['median_ms']
   summary = {'bench': 'mamba_vs_transformer', 'variant': 'summary',
-             'mamba_materialized_scan_backend': ModelConfig().scan_backend,
+             'mamba_materialized_scan_backend': SCAN.resolve(AUTO, max(lengths)),
              'lengths': list(lengths),
              'fused_over_materialized_ms': {str(t): r for t, r in ratios.items()}}
   for mamba in ('mamba', 'mamba_materialized'):
