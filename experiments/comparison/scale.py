@@ -25,7 +25,7 @@ from experiments.comparison import plots
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite
 from experiments.comparison.training import train_run
-from scripts.benchmarks.common import time_fn
+from seqjax.utils.timing import time_fn
 from seqjax.data.errors import DatasetNotPreparedError
 from seqjax.data.pipeline import make_iterator
 from seqjax.data.registry import get_task

@@ -94,5 +94,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  for r in run(quick=True):
-    common.emit(r)
+  common.run_standalone(run, quick=True)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from scripts.benchmarks import common
 from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
+from seqjax.utils.timing import time_interleaved
 
 SHAPE = (32, 256, 256, 256)  # batch, time, embed, hidden
 
@@ -100,7 +101,7 @@ def _time_group(bench: str, gates: int, variants: dict, peer: str, torch_entry,
   fns['_matmul'] = (jax.jit(lambda a: a @ a), (square,))
   if torch_entry is not None:
     fns[torch_name] = torch_entry
-  timings = common.time_interleaved(fns, repeats=repeats)
+  timings = time_interleaved(fns, repeats=repeats)
   matmul = timings.pop('_matmul')
   peak = 2 * n ** 3 / (matmul['median_ms'] * 1e-3) / 1e9
   peak_best = 2 * n ** 3 / (matmul['min_ms'] * 1e-3) / 1e9
@@ -143,4 +144,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  common.run_standalone(run, __doc__)
+  common.run_standalone(run)

@@ -14,10 +14,11 @@ pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison back
 
 One step = forward + gradients w.r.t. params and input of ``sum(block(x) * w)``, batch 1,
 float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). At each T the
-variants are timed round-robin in one process (``common.time_interleaved``), so their
-ratios hold on a loaded machine. Reported: median ms, tokens/s, temp memory, and a summary
-record with each T's fused/materialised Mamba time ratio and the crossover lengths: the
-smallest measured T from which a Mamba variant stays faster than each Transformer variant.
+variants are timed round-robin in one process (``seqjax.utils.timing.time_interleaved``),
+so their ratios hold on a loaded machine. Reported: median ms, tokens/s, temp memory, and a
+summary record with each T's fused/materialised Mamba time ratio and the crossover lengths:
+the smallest measured T from which a Mamba variant stays faster than each Transformer
+variant.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from scripts.benchmarks import common
-from scripts.benchmarks.compiled import compile_with_stats
 from seqjax.layers.attention import MultiHeadAttention
 from seqjax.layers.block import ResidualBlock
 from seqjax.layers.mamba import Mamba
 from seqjax.ops.scan import SCAN
 from seqjax.ops.switch import AUTO
+from seqjax.utils.timing import compile_with_stats, time_interleaved
 
 D_MODEL, HEADS, BATCH = 256, 4, 1
 
@@ -84,7 +85,7 @@ def run(quick: bool = False) -> list[dict]:
         continue  # O(T²): ~1 GiB of weights per layer at 8K; quick mode skips it.
       compiled, stats[name] = compile_with_stats(step, params, x, w)
       fns[name] = (compiled, (params, x, w))
-    timings = common.time_interleaved(fns, warmup=1,
+    timings = time_interleaved(fns, warmup=1,
                                       repeats=2 if quick else 3 if t >= 4096 else 5)
     for name, timing in timings.items():
       params = steps[name][1]
@@ -107,5 +108,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  for r in run(quick=True):
-    common.emit(r)
+  common.run_standalone(run, quick=True)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from scripts.benchmarks import common
 from seqjax.ops.scan import BACKENDS, linear_scan, select_backend
 from seqjax.ops.switch import AUTO
+from seqjax.utils.timing import time_interleaved
 
 FULL_SHAPES = [(8, 4096, 256), (8, 4096, 16), (8, 4096, 1024), (8, 256, 16),
                (8, 256, 256), (8, 256, 1024)]
@@ -76,7 +77,7 @@ def run(quick: bool = False) -> list[dict]:
              for n in backends}
       fns['_elementwise'] = (jax.jit(lambda x, y, z: x * y + z), (x, y, z))
       fns['_loop'] = (jax.jit(_loop_elementwise), (a, b))
-      timings = common.time_interleaved(fns, repeats=repeats)
+      timings = time_interleaved(fns, repeats=repeats)
       elementwise = timings.pop('_elementwise')
       loop = timings.pop('_loop')
       nbytes = 3 * a.size * a.dtype.itemsize  # read a, b; write h
@@ -113,7 +114,7 @@ def _gradient_records(repeats: int) -> list[dict]:
   for backend in ('sequential', 'chunked', 'auto'):
     loss = lambda a, b, backend=backend: jnp.sum(linear_scan(a, b, backend=backend) * w)
     fns[backend] = (jax.jit(jax.grad(loss, argnums=(0, 1))), (a, b))
-  timings = common.time_interleaved(fns, repeats=repeats)
+  timings = time_interleaved(fns, repeats=repeats)
   return [{'bench': 'linear_scan_grad', 'backend': backend, 'batch': shape[0],
            'time': shape[1], 'dim': shape[2], 'dtype': 'float32',
            'median_ms': t['median_ms'], 'min_ms': t['min_ms'],
@@ -122,4 +123,4 @@ def _gradient_records(repeats: int) -> list[dict]:
 
 
 if __name__ == '__main__':
-  common.run_standalone(run, __doc__)
+  common.run_standalone(run)
