@@ -36,7 +36,7 @@ recomputes each chunk's states from its start state and runs the adjoint recurre
 
 ``D * u`` is outside the custom rule, so autodiff handles it. A custom VJP rather than
 ``jax.checkpoint`` on the chunk body: both keep the same residuals, but XLA:CPU compiled the
-autodiff of the unrolled chunk poorly (2.5-10x slower); ``K = 16`` sits in a flat optimum
+autodiff of the unrolled chunk poorly (2.5-11x slower); ``K = 16`` sits in a flat optimum
 (figures in BENCHMARKS.md, "Design measurements: selective scan"). The custom rule
 supports reverse mode only (``jax.grad``/``vjp``), not ``jax.jvp``.
 
