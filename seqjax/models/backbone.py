@@ -69,9 +69,10 @@ class ResidualBackbone(nn.Module):
     self.positions = PositionalEncoding(kind, cfg.max_len, cfg.d_model)
     self.embed_drop = nn.Dropout(cfg.dropout)
     self.blocks = [
-        ResidualBlock(cfg.family.build(cfg, self.causal), cfg.d_model, cfg.mlp_hidden,
-                      dropout=cfg.dropout, norm=cfg.norm, dtype=cfg.compute_dtype)
-        for _ in range(cfg.num_layers)
+        ResidualBlock(cfg.family.build(cfg, self.causal, layer), cfg.d_model,
+                      cfg.mlp_hidden, dropout=cfg.dropout, norm=cfg.norm,
+                      dtype=cfg.compute_dtype)
+        for layer in range(cfg.num_layers)
     ]
     self.final_norm = make_norm(cfg.norm, cfg.compute_dtype)
 

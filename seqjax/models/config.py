@@ -265,6 +265,7 @@ def _validate(cfg: ModelConfig) -> None:
   if family.check is not None:
     family.check(cfg)
   if cfg.backbone == 'residual' and family.build is not None:
-    # The layer checks its own attributes, which carry the fields' names; building the
-    # unbound module is cheap (no parameters, nothing traced).
-    family.build(cfg, family.runs_causal(cfg)).check()
+    # Each layer checks its own attributes, which carry the fields' names; building the
+    # unbound modules is cheap (no parameters, nothing traced).
+    for layer in range(cfg.num_layers):
+      family.build(cfg, family.runs_causal(cfg), layer).check()

@@ -44,9 +44,11 @@ class Family:
     name: the ``ModelConfig.model`` value.
     layer: the layer class of the family's file; its ``switches`` class attribute lists
       the implementation switches the family uses.
-    build: ``(cfg, causal) -> d_model -> d_model`` mixer of one residual block (an
-      unbound module), or ``None`` for a model that is not a stack of mixers
-      (``lstm_attention``, the encoder-decoder).
+    build: ``(cfg, causal, layer) -> d_model -> d_model`` mixer of residual block number
+      ``layer`` (an unbound module), or ``None`` for a model that is not a stack of mixers
+      (``lstm_attention``, the encoder-decoder). ``layer`` lets a family alternate block
+      kinds (a Griffin-style pattern); each distinct kind should also be a family of its
+      own, so that the mixer contract test (which builds layer 0) covers it.
     causal: the settings the mixer supports: ``(True,)`` streams, ``(False,)`` only runs
       in parallel (a bidirectional LSTM), ``(True, False)`` either (``ModelConfig.causal``
       picks for a classifier).
@@ -64,7 +66,7 @@ class Family:
 
   name: str
   layer: type[nn.Module]
-  build: Callable[[ModelConfig, bool], nn.Module] | None
+  build: Callable[[ModelConfig, bool, int], nn.Module] | None
   causal: tuple[bool, ...] = (True,)
   stacked: Callable[[ModelConfig], nn.Module] | None = None
   heads: tuple[str, ...] | None = None
@@ -99,8 +101,8 @@ def _recurrent(cls: type[RecurrentStack], bidirectional: bool = False):
   """Builders of a recurrent family: one single-layer mixer per residual block (a
   bidirectional one gets ``d_model / 2`` per direction), and the PyTorch-style stack."""
 
-  def build(cfg: ModelConfig, causal: bool) -> nn.Module:
-    del causal  # fixed by the direction(s)
+  def build(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+    del causal, layer  # causality is fixed by the direction(s)
     hidden = cfg.d_model // 2 if bidirectional else cfg.d_model
     return cls(cfg.d_model, hidden, bidirectional=bidirectional, impl=cfg.impl,
                dtype=cfg.compute_dtype)
@@ -119,21 +121,22 @@ def _even_halves(cfg: ModelConfig) -> None:
                      '(each direction gets d_model/2)')
 
 
-def _attention(cfg: ModelConfig, causal: bool) -> nn.Module:
+def _attention(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  del layer
   return MultiHeadAttention(cfg.d_model, cfg.num_heads, causal=causal,
                             rope=cfg.positions == 'rope', max_len=cfg.max_len,
                             dropout=cfg.dropout, attention_chunk=cfg.attention_chunk,
                             impl=cfg.impl, dtype=cfg.compute_dtype)
 
 
-def _s4d(cfg: ModelConfig, causal: bool) -> nn.Module:
-  del causal
+def _s4d(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  del causal, layer
   return S4D(cfg.d_model, s4d_state_size=cfg.s4d_state_size, s4d_init=cfg.s4d_init,
              impl=cfg.impl, dtype=cfg.compute_dtype)
 
 
-def _mamba(cfg: ModelConfig, causal: bool) -> nn.Module:
-  del causal
+def _mamba(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  del causal, layer
   return Mamba(cfg.d_model, mamba_d_state=cfg.mamba_d_state, mamba_d_conv=cfg.mamba_d_conv,
                mamba_expand=cfg.mamba_expand, impl=cfg.impl, dtype=cfg.compute_dtype)
 

@@ -80,15 +80,17 @@ def _outputs(name: str, causal: bool, dtype: str):
   """Everything the checks read, from one compiled program per family and dtype, for
   ``masked`` False (inputs ``x``, no mask) and True (``x_pad`` with its mask): the parallel
   output, the output with an all-True mask, the streamed output (causal only), the
-  Jacobian ``[B, T, D, B, T, D]`` of the parallel output with respect to its input, and
-  row 1 run alone without its padding."""
+  Jacobian ``[B, T, D, B, T, D]`` of the parallel output with respect to its input (at
+  ``x``, with the mask when masked), and row 1 run alone without its padding."""
   mixer, params, x, x_pad, mask = _setup(name, causal, dtype)
   parallel = lambda x, m: mixer.apply(params, x, m).astype(jnp.float32)
 
   def one(inputs, m):
+    # The Jacobian is taken at x, not at the garbage: inputs of magnitude 100 saturate the
+    # gates of a recurrent cell, which would hide a leak behind vanishing gradients.
     out = {'parallel': parallel(inputs, m),
            'all_real': parallel(inputs, jnp.ones((B, T), bool)),
-           'jacobian': jax.jacrev(lambda v: parallel(v, m))(inputs)}
+           'jacobian': jax.jacrev(lambda v: parallel(v, m))(x)}
     if causal:
       state = mixer.apply(params, B, method='init_state')
       step = lambda s, x_t: mixer.apply(params, s, x_t, method='step')
