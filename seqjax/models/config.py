@@ -222,12 +222,14 @@ def upgrade(mapping: Mapping[str, Any]) -> dict[str, Any]:
   return fields
 
 
-_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+# A field's annotation -> the Python types its value may have (an int is a valid float; a
+# bool, although an int subclass, is only a valid bool).
+_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
 
 
-def _check_field(name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> None:
-  if isinstance(value, bool) and kind is not bool or not isinstance(value, _TYPES[kind]):
-    raise ValueError(f'{name}={value!r} must be of type {kind.__name__}')
+def _check_field(name: str, value: Any, kind: str, meta: Mapping[str, Any]) -> None:
+  if isinstance(value, bool) and kind != 'bool' or not isinstance(value, _TYPES[kind]):
+    raise ValueError(f'{name}={value!r} must be of type {kind}')
   if meta['choices'] is not None and value not in meta['choices']:
     raise ValueError(f'{name}={value!r} is not valid; choose one of '
                      f'{list(meta["choices"])}')
@@ -237,9 +239,8 @@ def _check_field(name: str, value: Any, kind: type, meta: Mapping[str, Any]) -> 
 
 def _validate(cfg: ModelConfig) -> None:
   """Fails at construction, with one line naming the field, on any impossible setting."""
-  types = {'int': int, 'float': float, 'bool': bool, 'str': str}
   for f in dataclasses.fields(cfg):
-    _check_field(f.name, getattr(cfg, f.name), types[f.type], f.metadata)
+    _check_field(f.name, getattr(cfg, f.name), f.type, f.metadata)
   family = cfg.family
   if not cfg.dropout < 1.0:
     raise ValueError(f'dropout={cfg.dropout} must be in [0, 1)')

@@ -85,12 +85,12 @@ def _outputs(name: str, causal: bool, dtype: str):
   mixer, params, x, x_pad, mask = _setup(name, causal, dtype)
   parallel = lambda x, m: mixer.apply(params, x, m).astype(jnp.float32)
 
-  def one(inputs, m):
-    # The Jacobian is taken at x, not at the garbage: inputs of magnitude 100 saturate the
+  def one(inputs, m, clean):
+    # The Jacobian is taken at the clean inputs: garbage of magnitude 100 saturates the
     # gates of a recurrent cell, which would hide a leak behind vanishing gradients.
     out = {'parallel': parallel(inputs, m),
            'all_real': parallel(inputs, jnp.ones((B, T), bool)),
-           'jacobian': jax.jacrev(lambda v: parallel(v, m))(x)}
+           'jacobian': jax.jacrev(lambda v: parallel(v, m))(clean)}
     if causal:
       state = mixer.apply(params, B, method='init_state')
       step = lambda s, x_t: mixer.apply(params, s, x_t, method='step')
@@ -100,7 +100,7 @@ def _outputs(name: str, causal: bool, dtype: str):
 
   @jax.jit
   def run(x, x_pad, mask):
-    return {'unmasked': one(x, None), 'masked': one(x_pad, mask),
+    return {'unmasked': one(x, None, x), 'masked': one(x_pad, mask, x),
             'alone': parallel(x[1:, :LENGTHS[1]], None)[0]}
 
   return jax.tree.map(np.asarray, run(x, x_pad, mask))
@@ -189,8 +189,9 @@ def test_streaming_state(name, causal, dtype):
     return
   state = mixer.apply(params, B, method='init_state')
   one = mixer.apply(params, 1, method='init_state')
-  new, y_t = jax.jit(lambda s, x_t: mixer.apply(params, s, x_t, method='step'))(
-      state, x[:, 0])
+  # Shapes and dtypes only (values are test_streaming_equals_parallel's): no compile.
+  new, y_t = jax.eval_shape(lambda s, x_t: mixer.apply(params, s, x_t, method='step'),
+                            state, x[:, 0])
   assert y_t.shape == (B, D)
   leaves = jax.tree.leaves(state)
   assert leaves
