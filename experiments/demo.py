@@ -3,6 +3,8 @@ the two agree and how many parameters each model has.
 
   python -m experiments.demo                       # all families, matched at ~200k params
   python -m experiments.demo --families=lstm,mamba --seq_len=256 --target_params=1000000
+  python -m experiments.demo --list                # implementation switches, and what
+                                                   # impl='auto' picks on this machine
 
 Causal families run as language models: the logits from one parallel pass are compared
 with those from feeding the tokens one at a time through ``step``. The bidirectional LSTM
@@ -13,6 +15,7 @@ greedy's own output agree.
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 from absl import app, flags, logging
@@ -21,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.models.config import CAUSAL_MODELS, MODEL_NAMES, ModelConfig
+from seqjax.models.families import FAMILIES, all_switches
 from seqjax.models.registry import build_model
 from seqjax.models.sizing import count_params, match_d_model
+from seqjax.ops.switch import describe
 
 _FAMILIES = flags.DEFINE_list('families', list(MODEL_NAMES), 'Families to build.')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', 64, 'Tokens per sequence.', lower_bound=2)
@@ -33,6 +38,9 @@ _TARGET = flags.DEFINE_integer('target_params', 200_000,
                                'Widths are chosen so every model has about this many '
                                'parameters.', lower_bound=1000)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+_LIST = flags.DEFINE_bool('list', False,
+                          'Print every implementation switch (ModelConfig.impl), its '
+                          "choices and what 'auto' resolves to on this machine, then exit.")
 
 
 def _config(family: str) -> ModelConfig:
@@ -77,8 +85,26 @@ CHECKS = {'lm': ('stream vs parallel', _check_lm),
           'seq2seq': ('greedy vs teacher', _check_seq2seq)}
 
 
+def print_switches() -> None:
+  """The table behind ``--list``: one row per site of ``impl``."""
+  rows = describe(all_switches(), lengths=(128, 4096))
+  users = {s.site: [n for n, f in FAMILIES.items() if s in f.switches]
+           for s in all_switches()}
+  print(f'platform: {jax.default_backend()}  (impl=\'site:choice,...\'; unnamed sites are '
+        'auto)')
+  print(f'{"site":<16}{"choices":<36}{"auto here":<34}families')
+  for row in rows:
+    print(f'{row["site"]:<16}{row["choices"]:<36}{row["auto"]:<34}'
+          f'{",".join(users[row["site"]])}')
+    print(textwrap.fill(row['doc'], 100, initial_indent=' ' * 16,
+                        subsequent_indent=' ' * 16))
+
+
 def main(argv):
   del argv
+  if _LIST.value:
+    print_switches()
+    return
   unknown = sorted(set(_FAMILIES.value) - set(MODEL_NAMES))
   if unknown:
     raise app.UsageError(f'--families: unknown {unknown}; choose from {list(MODEL_NAMES)}')

@@ -1,6 +1,6 @@
 """Evaluate a trained run: restores parameters only (no optimizer state).
 
-    python experiments/evaluate.py --workdir=/tmp/run --checkpoint=best --split=test
+    python -m experiments.evaluate --workdir=/tmp/run --checkpoint=best --split=test
 
 Prints one JSON object ``{"step", "split", <metric>: value, ...}`` on stdout. Exit code 1
 with one line on stderr for a user mistake (no checkpoint, unknown split or step).
@@ -9,12 +9,8 @@ with one line on stderr for a user mistake (no checkpoint, unknown split or step
 from __future__ import annotations
 
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 
 from experiments import cli

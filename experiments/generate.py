@@ -3,13 +3,13 @@
 Language models (``head=lm``): streaming sampling with temperature and top-k, the prompt
 encoded with the run's saved tokenizer / vocabulary::
 
-    python experiments/generate.py --workdir=/tmp/lm --prompt='ROMEO:' --num_steps=200 \
+    python -m experiments.generate --workdir=/tmp/lm --prompt='ROMEO:' --num_steps=200 \
         --temperature=0.8 --top_k=20
 
 Encoder-decoder (``head=seq2seq``): greedy translation of ``--prompt`` (default: the first
 test example), saving the attention matrix (Bahdanau et al. 2015, fig. 3) as a PNG::
 
-    python experiments/generate.py --workdir=/tmp/mt --prompt='march 3, 1999' \
+    python -m experiments.generate --workdir=/tmp/mt --prompt='march 3, 1999' \
         --attention_png=/tmp/attention.png
 """
 
@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 
 from experiments import cli

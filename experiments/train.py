@@ -1,6 +1,6 @@
 """Train any seqjax model on any task.
 
-    python experiments/train.py --config=experiments/configs/selective_copying.py \
+    python -m experiments.train --config=experiments/configs/selective_copying.py \
         --config.model=mamba --config.model_cfg.d_model=128 --workdir=/tmp/run
 
 Rerunning the same command with the same ``--workdir`` resumes from the newest checkpoint.
@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
 

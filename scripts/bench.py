@@ -17,32 +17,22 @@ See BENCHMARKS.md for the latest figures and what each target means.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 import time
 import traceback
 
+from absl import flags
+
+from experiments import cli
 from scripts.benchmarks import common
 
 # name -> module under scripts.benchmarks, in report order.
 BENCHMARKS = ('lstm', 'attention', 'scan', 'mamba_vs_transformer', 'decode', 'compile_time')
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--quick', action='store_true',
-                      help='shorter lengths and fewer repeats (~2 minutes)')
-  parser.add_argument('--only', default='',
-                      help=f'comma-separated subset of {",".join(BENCHMARKS)}')
-  parser.add_argument('--out', default='', help='JSON-lines file (default: stdout)')
-  args = parser.parse_args(argv)
-  only = [name.strip() for name in args.only.split(',') if name.strip()]
-  unknown = sorted(set(only) - set(BENCHMARKS))
-  if unknown:
-    parser.error(f'--only: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}')
-  args.names = [name for name in BENCHMARKS if not only or name in only]
-  return args
+_QUICK = flags.DEFINE_bool('quick', False, 'Shorter lengths and fewer repeats (~2 minutes).')
+_ONLY = flags.DEFINE_list('only', [], f'Subset of {",".join(BENCHMARKS)}.')
+_OUT = flags.DEFINE_string('out', '', 'JSON-lines file (default: stdout).')
 
 
 def machine_record(quick: bool) -> dict:
@@ -51,19 +41,25 @@ def machine_record(quick: bool) -> dict:
           'elementwise_bandwidth_gbs': common.elementwise_bandwidth_gbs()}
 
 
-def main(argv: list[str] | None = None) -> int:
-  args = parse_args(argv)
-  out = open(args.out, 'w', encoding='utf-8') if args.out else sys.stdout
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {argv[1:]}')
+  unknown = sorted(set(_ONLY.value) - set(BENCHMARKS))
+  if unknown:
+    cli.fail(f'--only: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}')
+  names = [name for name in BENCHMARKS if not _ONLY.value or name in _ONLY.value]
+  quick = _QUICK.value
+  out = open(_OUT.value, 'w', encoding='utf-8') if _OUT.value else sys.stdout
   failed = []
   start = time.perf_counter()
   try:
-    common.emit(machine_record(args.quick), out)
-    for name in args.names:
+    common.emit(machine_record(quick), out)
+    for name in names:
       t0 = time.perf_counter()
       print(f'[bench] {name} ...', file=sys.stderr, flush=True)
       try:
         module = importlib.import_module(f'scripts.benchmarks.{name}')
-        for record in module.run(quick=args.quick):
+        for record in module.run(quick=quick):
           common.emit({'suite': name, 'bench': name, **record}, out)
       except Exception as e:  # pylint: disable=broad-except
         # One broken benchmark must not cost the figures of the others.
@@ -81,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -9,19 +9,22 @@ Three routes, all offline:
 The data issue asks for >= 10x the examples/s a small model trains at; compare the numbers
 printed here with the trainer's examples/s.
 
-    python -m scripts.bench_data --batch_size 32 --seq_len 256 --batches 200
+    python -m scripts.bench_data --batch_size=32 --seq_len=256 --batches=200
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
+import types
 
+from absl import flags
 import grain
 import numpy as np
+
+from experiments import cli
 
 from seqjax.data.pipeline import make_iterator
 from seqjax.data.registry import get_task
@@ -79,13 +82,21 @@ def bench_text_file(args, tmp: str) -> dict[str, float]:
   return {'load_s': load, **_time(it, args.batches, args.batch_size)}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--batch_size', type=int, default=32)
-  parser.add_argument('--seq_len', type=int, default=256)
-  parser.add_argument('--batches', type=int, default=200)
-  parser.add_argument('--examples', type=int, default=5000)
-  args = parser.parse_args()
+_SETTINGS = {
+    'batch_size': flags.DEFINE_integer('batch_size', 32, 'Examples per batch.',
+                                       lower_bound=1),
+    'seq_len': flags.DEFINE_integer('seq_len', 256, 'Longest sequence.', lower_bound=8),
+    'batches': flags.DEFINE_integer('batches', 200, 'Batches timed per route.',
+                                    lower_bound=1),
+    'examples': flags.DEFINE_integer('examples', 5000, 'Examples generated per route.',
+                                     lower_bound=1),
+}
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {argv[1:]}')
+  args = types.SimpleNamespace(**{name: flag.value for name, flag in _SETTINGS.items()})
   results = {}
   results['memory'] = bench_memory(args)
   with tempfile.TemporaryDirectory() as tmp:
@@ -97,4 +108,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

@@ -13,24 +13,26 @@ jobs on a shared machine only add time). Target: full-loop throughput >= 90 % of
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+import jax
 
-import jax  # pylint: disable=g-import-not-at-top
-
+from experiments import cli
 from experiments.configs import selective_copying
 from seqjax.data.pipeline import make_iterator
 from seqjax.models.registry import build_model
 from seqjax.training import configuration, loop, mesh as mesh_lib, optimizer as opt_lib
 from seqjax.training.state import init_state
 from seqjax.training.steps import make_train_step
+
+_STEPS = flags.DEFINE_integer('steps', 300, 'Timed steps of the full loop.', lower_bound=1)
+_QUICK = flags.DEFINE_bool('quick', False, '100 steps.')
+_DATA_DIR = flags.DEFINE_string('data_dir', '', "Task data ('' = $SEQJAX_DATA_DIR or the "
+                                'default cache).')
 
 
 def bench_config(data_dir: str, num_steps: int):
@@ -79,22 +81,20 @@ def bare_step_seconds(data_dir: str, steps: int) -> float:
   return statistics.median(times)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=300)
-  parser.add_argument('--quick', action='store_true', help='100 steps')
-  parser.add_argument('--data_dir', default='')
-  args = parser.parse_args()
-  steps = 100 if args.quick else args.steps
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments: {argv[1:]}')
+  steps = 100 if _QUICK.value else _STEPS.value
+  data_dir = _DATA_DIR.value
   n0 = 50
-  full_loop_seconds(args.data_dir, n0)  # generates the data and warms caches
+  full_loop_seconds(data_dir, n0)  # generates the data and warms caches
   # Interleave the measurements and keep the fastest of each: on a shared machine other
   # jobs only ever add time.
   shorts, longs, bares = [], [], []
   for _ in range(2):
-    shorts.append(full_loop_seconds(args.data_dir, n0))
-    longs.append(full_loop_seconds(args.data_dir, n0 + steps))
-    bares.append(bare_step_seconds(args.data_dir, steps))
+    shorts.append(full_loop_seconds(data_dir, n0))
+    longs.append(full_loop_seconds(data_dir, n0 + steps))
+    bares.append(bare_step_seconds(data_dir, steps))
   full = (min(longs) - min(shorts)) / steps
   bare = min(bares)
   result = {'benchmark': 'train_loop_overhead', 'model': 'transformer d64 L2',
@@ -106,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(main)

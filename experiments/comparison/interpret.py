@@ -198,7 +198,7 @@ def analyse_seed(suite_name: str, families: list[str], outdir: str, seed: int,
     records.append(row)
     figures += [figure] if draw else []
   overrides = {'transformer': {'num_layers': sizes.num_layers, 'num_heads': sizes.num_heads,
-                               'attention_impl': 'exact'},
+                               'impl': 'attention:exact'},
                'lstm': {'num_layers': sizes.num_layers}}
   for family in [f for f in overrides if f in families]:
     record, model, params, vocab, data = _induction_run(family, overrides[family], sizes,

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scripts.benchmarks.common import compile_stats, time_fn
+from seqjax.utils.timing import compile_stats, time_fn
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
 

@@ -18,7 +18,7 @@ def variants(families: list[str]) -> list[tuple[str, str, dict]]:
   out = [(f, f, {}) for f in families]
   if 'transformer' in families:
     out.append(('transformer (chunked attention)', 'transformer',
-                {'attention_impl': 'chunked', 'attention_chunk': 128}))
+                {'impl': 'attention:chunked', 'attention_chunk': 128}))
   return out
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from experiments.comparison import plots, pool, stats, training
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite
-from scripts.benchmarks.common import time_fn
+from seqjax.utils.timing import time_fn
 from seqjax.data.errors import DatasetNotPreparedError
 from seqjax.data.pipeline import make_iterator
 from seqjax.data.registry import get_task

@@ -15,12 +15,11 @@ from experiments.comparison.suite import Suite, model_config
 # sequential form is its default fused scan (chunks of steps with a custom VJP); its
 # parallel form goes through the materialised [batch, time, 2d, state] decays.
 SSM_SCANS = {
-    's4d': {'sequential': {'s4d_mode': 'scan', 'scan_backend': 'sequential'},
-            'associative': {'s4d_mode': 'scan', 'scan_backend': 'associative'},
-            'convolution': {'s4d_mode': 'convolution'}},
-    'mamba': {'sequential': {'mamba_scan_impl': 'fused'},
-              'associative': {'mamba_scan_impl': 'materialized',
-                              'scan_backend': 'associative'}},
+    's4d': {'sequential': {'impl': 's4d:scan,scan:sequential'},
+            'associative': {'impl': 's4d:scan,scan:associative'},
+            'convolution': {'impl': 's4d:convolution'}},
+    'mamba': {'sequential': {'impl': 'selective_scan:fused'},
+              'associative': {'impl': 'selective_scan:materialized,scan:associative'}},
 }
 
 

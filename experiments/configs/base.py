@@ -12,11 +12,10 @@ import dataclasses
 
 import ml_collections
 
-from seqjax.models.config import ModelConfig
+from seqjax.models.config import ModelConfig, Role, field_names
 
 # Fixed by the task (TaskSpec.model_fields) or by config.model, so not in model_cfg.
-TASK_FIXED = ('model', 'head', 'vocab_size', 'input_features', 'num_classes',
-              'tgt_vocab_size')
+TASK_FIXED = field_names(Role.TASK)
 
 
 def model_defaults(**overrides) -> ml_collections.ConfigDict:
@@ -66,8 +65,4 @@ def get_config() -> ml_collections.ConfigDict:
   c.fsdp = False           # shard large parameters over the data axis (ZeRO-3 style)
   c.fsdp_min_size = 1024   # parameters with fewer entries stay replicated
   c.multihost = False      # call jax.distributed.initialize()
-  # Test hooks: poison the loss of this update (1-based) to exercise the NaN guard;
-  # SIGKILL the process right after this update to simulate a crash.
-  c.nan_at_step = -1
-  c.kill_at_step = -1
   return c

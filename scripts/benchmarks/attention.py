@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from scripts.benchmarks import common
-from scripts.benchmarks.compiled import compile_with_stats
 from seqjax.ops.attention import attend
+from seqjax.utils.timing import compile_with_stats, time_fn
 
 HEADS, HEAD_DIM, BATCH, CHUNK = 8, 64, 1, 512
 
@@ -83,7 +83,7 @@ def run(quick: bool = False) -> list[dict]:
       slow = name != 'seqjax_chunked' and t >= 4096
       if not (name == 'seqjax_exact' and t > (2048 if quick else 4096)):
         repeats = (1 if quick else 3 if t <= 4096 else 2) if slow else (3 if quick else 5)
-        timing = common.time_fn(compiled, *args, warmup=1, repeats=repeats)
+        timing = time_fn(compiled, *args, warmup=1, repeats=repeats)
         rec.update(timing, tokens_per_s=BATCH * t / (timing['median_ms'] * 1e-3))
       by_name[name] = rec
     ref = by_name['jax_nn']
@@ -102,5 +102,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  for r in run(quick=True):
-    common.emit(r)
+  common.run_standalone(run, quick=True)

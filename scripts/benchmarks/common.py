@@ -1,4 +1,5 @@
-"""Timing and memory helpers shared by every benchmark.
+"""Machine figures and output shared by every benchmark (the timers are
+``seqjax.utils.timing``, shared with the comparison report).
 
 Rules every benchmark follows: compile and warm up before timing, ``block_until_ready`` on
 every output, report the median of several runs, and compare against a peer measured in
@@ -9,62 +10,16 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import sys
 import time
 from typing import Any, Callable
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 
-
-def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7) -> dict:
-  """Median / min wall time in milliseconds of ``fn(*args)`` (already jitted), after warm-up."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-  return {'median_ms': statistics.median(times), 'min_ms': min(times), 'repeats': repeats}
-
-
-def time_interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], warmup: int = 2,
-                     repeats: int = 7) -> dict[str, dict]:
-  """Like :func:`time_fn` for several ``name -> (jitted fn, args)``, timed round-robin
-  (one call of each per round), so load from other jobs on a shared machine hits every
-  variant alike and their ratios stay meaningful."""
-  for fn, args in fns.values():
-    for _ in range(warmup):
-      jax.block_until_ready(fn(*args))
-  times = {name: [] for name in fns}
-  cpu = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, (fn, args) in fns.items():
-      start, cpu_start = time.perf_counter(), time.process_time()
-      jax.block_until_ready(fn(*args))
-      times[name].append((time.perf_counter() - start) * 1e3)
-      cpu[name].append((time.process_time() - cpu_start) * 1e3)
-  # median_cpu_ms: CPU time of this process (all threads), which other jobs' load
-  # inflates much less than wall time.
-  return {name: {'median_ms': statistics.median(t), 'min_ms': min(t), 'repeats': repeats,
-                 'median_cpu_ms': statistics.median(cpu[name])}
-          for name, t in times.items()}
-
-
-def compile_stats(fn: Callable[..., Any], *args: Any) -> dict:
-  """Compile time and XLA's memory analysis of ``jax.jit(fn)`` on ``args``."""
-  start = time.perf_counter()
-  compiled = jax.jit(fn).lower(*args).compile()
-  seconds = time.perf_counter() - start
-  stats = {'compile_s': seconds}
-  memory = compiled.memory_analysis()
-  if memory is not None:
-    stats.update(temp_bytes=int(memory.temp_size_in_bytes),
-                 argument_bytes=int(memory.argument_size_in_bytes),
-                 output_bytes=int(memory.output_size_in_bytes))
-  return stats
+from seqjax.utils.timing import time_fn
 
 
 def matmul_peak_gflops(n: int = 2048, dtype: Any = jnp.float32) -> float:
@@ -106,10 +61,15 @@ def emit(record: dict, out=None) -> None:
   out.flush()
 
 
-def run_standalone(run: Callable[[bool], list[dict]], doc: str) -> None:
-  """``python -m scripts.benchmarks.<name> [--quick]``: one benchmark, JSON lines out."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-  parser.add_argument('--quick', action='store_true')
-  for record in run(parser.parse_args().quick):
-    emit(record)
+def run_standalone(run: Callable[[bool], list[dict]], quick: bool = False) -> None:
+  """``python -m scripts.benchmarks.<name> [--quick|--noquick]``: one benchmark, JSON
+  lines on stdout (``quick`` is the flag's default)."""
+  flags.DEFINE_bool('quick', quick, 'Shorter lengths and fewer repeats.')
+
+  def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    for record in run(flags.FLAGS.quick):
+      emit(record)
+
+  app.run(main)

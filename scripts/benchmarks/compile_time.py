@@ -27,7 +27,7 @@ VARIANTS = {
     'lstm': {'model': 'lstm'},
     'gru': {'model': 'gru'},
     'transformer': {'model': 'transformer'},
-    'transformer_chunked': {'model': 'transformer', 'attention_impl': 'chunked'},
+    'transformer_chunked': {'model': 'transformer', 'impl': 'attention:chunked'},
     's4d': {'model': 's4d'},
     'mamba': {'model': 'mamba'},
 }
@@ -94,5 +94,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  for r in run(quick=True):
-    common.emit(r)
+  common.run_standalone(run, quick=True)

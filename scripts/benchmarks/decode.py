@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from scripts.benchmarks import common
-from scripts.benchmarks.compiled import compile_with_stats
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
+from seqjax.utils.timing import compile_with_stats
 
 FAMILIES = ('lstm', 'gru', 'transformer', 's4d', 'mamba')
 NEW = 64
@@ -141,5 +141,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  for r in run(quick=True):
-    common.emit(r)
+  common.run_standalone(run, quick=True)

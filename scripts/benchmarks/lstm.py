@@ -4,7 +4,7 @@ One step = forward over ``x`` ``[B, T, E]``, loss = sum of the outputs, gradient
 parameters and the inputs (B=32, T=256, E=H=256, float32). Variants:
 
 * ``seqjax_fused``: :class:`seqjax.layers.lstm.LSTM` default (fused scan + hand-written
-  backward, ``seqjax.layers.recurrent_vjp``);
+  backward, ``seqjax.layers.lstm_vjp``);
 * ``seqjax_autodiff`` / ``seqjax_autodiff_hoist``: autodiff of ``masked_scan`` with the
   input projection per step / hoisted;
 * ``flax_optimized_lstm``: ``flax.linen.RNN(flax.linen.OptimizedLSTMCell(H))``;
@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from scripts.benchmarks import common
 from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
+from seqjax.utils.timing import time_interleaved
 
 SHAPE = (32, 256, 256, 256)  # batch, time, embed, hidden
 
@@ -100,7 +101,7 @@ def _time_group(bench: str, gates: int, variants: dict, peer: str, torch_entry,
   fns['_matmul'] = (jax.jit(lambda a: a @ a), (square,))
   if torch_entry is not None:
     fns[torch_name] = torch_entry
-  timings = common.time_interleaved(fns, repeats=repeats)
+  timings = time_interleaved(fns, repeats=repeats)
   matmul = timings.pop('_matmul')
   peak = 2 * n ** 3 / (matmul['median_ms'] * 1e-3) / 1e9
   peak_best = 2 * n ** 3 / (matmul['min_ms'] * 1e-3) / 1e9
@@ -130,18 +131,17 @@ def run(quick: bool = False) -> list[dict]:
       'lstm_train_step', 4, {
           'flax_optimized_lstm': lambda: _flax_step(*SHAPE),
           'seqjax_fused': lambda: _seqjax_step(*SHAPE),
-          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, fused_backward=False),
-          'seqjax_autodiff_hoist': lambda: _seqjax_step(
-              *SHAPE, fused_backward=False, hoist_input_projection=True),
+          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, impl='rnn:autodiff'),
+          'seqjax_autodiff_hoist': lambda: _seqjax_step(*SHAPE, impl='rnn:hoisted'),
       }, 'flax_optimized_lstm', _torch_step(*SHAPE), 'torch_lstm', quick)
   gru = _time_group(
       'gru_train_step', 3, {
           'flax_gru': lambda: _flax_step(*SHAPE, cell=nn.GRUCell),
           'seqjax_fused': lambda: _seqjax_step(*SHAPE, layer=GRU),
-          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, layer=GRU, fused_backward=False),
+          'seqjax_autodiff': lambda: _seqjax_step(*SHAPE, layer=GRU, impl='rnn:autodiff'),
       }, 'flax_gru', _torch_step(*SHAPE, module='GRU'), 'torch_gru', quick)
   return lstm + gru
 
 
 if __name__ == '__main__':
-  common.run_standalone(run, __doc__)
+  common.run_standalone(run)

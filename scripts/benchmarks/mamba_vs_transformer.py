@@ -3,21 +3,22 @@
 One seqjax ``ResidualBlock`` per family at matched width (``d_model=256``, the same
 pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison backbone):
 
-* ``mamba``: ``Mamba(256, d_state=16, expand=2)`` with its default fused selective scan
-  (``seqjax.ops.selective_scan``, ``scan_impl='fused'``);
+* ``mamba``: ``Mamba(256, mamba_d_state=16, mamba_expand=2)`` with its default fused
+  selective scan (``seqjax.ops.selective_scan``, ``impl='selective_scan:fused'``);
 * ``mamba_materialized``: the same block with the reference path
-  (``scan_impl='materialized'``: ``[batch, time, 2d, 16]`` arrays through ``linear_scan``
-  with ``ModelConfig``'s default scan backend);
+  (``impl='selective_scan:materialized'``: ``[batch, time, 2d, 16]`` arrays through
+  ``linear_scan`` with the ``auto`` scan backend);
 * ``transformer_chunked``: causal ``MultiHeadAttention(256, 4 heads)`` with the
   memory-efficient chunked path (512-blocks), the sensible choice for long inputs;
 * ``transformer_exact``: the same with exact O(T²) attention (up to T=4096).
 
 One step = forward + gradients w.r.t. params and input of ``sum(block(x) * w)``, batch 1,
 float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). At each T the
-variants are timed round-robin in one process (``common.time_interleaved``), so their
-ratios hold on a loaded machine. Reported: median ms, tokens/s, temp memory, and a summary
-record with each T's fused/materialised Mamba time ratio and the crossover lengths: the
-smallest measured T from which a Mamba variant stays faster than each Transformer variant.
+variants are timed round-robin in one process (``seqjax.utils.timing.time_interleaved``),
+so their ratios hold on a loaded machine. Reported: median ms, tokens/s, temp memory, and a
+summary record with each T's fused/materialised Mamba time ratio and the crossover lengths:
+the smallest measured T from which a Mamba variant stays faster than each Transformer
+variant.
 """
 
 from __future__ import annotations
@@ -26,23 +27,25 @@ import jax
 import jax.numpy as jnp
 
 from scripts.benchmarks import common
-from scripts.benchmarks.compiled import compile_with_stats
 from seqjax.layers.attention import MultiHeadAttention
 from seqjax.layers.block import ResidualBlock
 from seqjax.layers.mamba import Mamba
-from seqjax.models.config import ModelConfig
+from seqjax.ops.scan import SCAN
+from seqjax.ops.switch import AUTO
+from seqjax.utils.timing import compile_with_stats, time_interleaved
 
 D_MODEL, HEADS, BATCH = 256, 4, 1
 
 
 def _blocks() -> dict[str, ResidualBlock]:
-  default_backend = ModelConfig().scan_backend
   mixers = {
-      'mamba': Mamba(D_MODEL, d_state=16, expand=2, scan_impl='fused'),
-      'mamba_materialized': Mamba(D_MODEL, d_state=16, expand=2,
-                                  scan_backend=default_backend, scan_impl='materialized'),
+      'mamba': Mamba(D_MODEL, mamba_d_state=16, mamba_expand=2,
+                     impl='selective_scan:fused'),
+      'mamba_materialized': Mamba(D_MODEL, mamba_d_state=16, mamba_expand=2,
+                                  impl='selective_scan:materialized'),
       'transformer_chunked': MultiHeadAttention(D_MODEL, HEADS, causal=True,
-                                                attention_impl='chunked', chunk_size=512),
+                                                impl='attention:chunked',
+                                                attention_chunk=512),
       'transformer_exact': MultiHeadAttention(D_MODEL, HEADS, causal=True),
   }
   return {name: ResidualBlock(mixer, D_MODEL, 4 * D_MODEL) for name, mixer in mixers.items()}
@@ -82,7 +85,7 @@ def run(quick: bool = False) -> list[dict]:
         continue  # O(T²): ~1 GiB of weights per layer at 8K; quick mode skips it.
       compiled, stats[name] = compile_with_stats(step, params, x, w)
       fns[name] = (compiled, (params, x, w))
-    timings = common.time_interleaved(fns, warmup=1,
+    timings = time_interleaved(fns, warmup=1,
                                       repeats=2 if quick else 3 if t >= 4096 else 5)
     for name, timing in timings.items():
       params = steps[name][1]
@@ -93,7 +96,7 @@ def run(quick: bool = False) -> list[dict]:
                       'tokens_per_s': BATCH * t / (timing['median_ms'] * 1e-3)})
     ratios[t] = timings['mamba']['median_ms'] / timings['mamba_materialized']['median_ms']
   summary = {'bench': 'mamba_vs_transformer', 'variant': 'summary',
-             'mamba_materialized_scan_backend': ModelConfig().scan_backend,
+             'mamba_materialized_scan_backend': SCAN.resolve(AUTO, max(lengths)),
              'lengths': list(lengths),
              'fused_over_materialized_ms': {str(t): r for t, r in ratios.items()}}
   for mamba in ('mamba', 'mamba_materialized'):
@@ -105,5 +108,4 @@ def run(quick: bool = False) -> list[dict]:
 
 
 if __name__ == '__main__':
-  for r in run(quick=True):
-    common.emit(r)
+  common.run_standalone(run, quick=True)

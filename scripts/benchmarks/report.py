@@ -8,9 +8,11 @@ BENCHMARKS.md when refreshing it.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 import json
 import sys
-from collections import OrderedDict
+
+from absl import app
 
 # Keys that are the same on every row of a table or repeat another column.
 _SKIP = {'bench', 'suite', 'argument_bytes', 'output_bytes', 'repeats', 'target'}
@@ -58,4 +60,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  app.run(main)

@@ -29,7 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from scripts.benchmarks import common
-from seqjax.ops.scan import ScanBackend, linear_scan, select_backend
+from seqjax.ops.scan import BACKENDS, linear_scan, select_backend
+from seqjax.ops.switch import AUTO
+from seqjax.utils.timing import time_interleaved
 
 FULL_SHAPES = [(8, 4096, 256), (8, 4096, 16), (8, 4096, 1024), (8, 256, 16),
                (8, 256, 256), (8, 256, 1024)]
@@ -59,7 +61,7 @@ def run(quick: bool = False) -> list[dict]:
   """One record per (shape, dtype, backend), plus ``auto_vs_fastest`` on every record."""
   shapes = QUICK_SHAPES if quick else FULL_SHAPES
   repeats = 5 if quick else 9
-  backends = [b.value for b in ScanBackend]
+  backends = list(BACKENDS) + [AUTO]
   records = []
   for complex_ in (False, True):
     for shape in shapes:
@@ -75,7 +77,7 @@ def run(quick: bool = False) -> list[dict]:
              for n in backends}
       fns['_elementwise'] = (jax.jit(lambda x, y, z: x * y + z), (x, y, z))
       fns['_loop'] = (jax.jit(_loop_elementwise), (a, b))
-      timings = common.time_interleaved(fns, repeats=repeats)
+      timings = time_interleaved(fns, repeats=repeats)
       elementwise = timings.pop('_elementwise')
       loop = timings.pop('_loop')
       nbytes = 3 * a.size * a.dtype.itemsize  # read a, b; write h
@@ -92,8 +94,7 @@ def run(quick: bool = False) -> list[dict]:
         records.append({
             'bench': 'linear_scan', 'backend': backend, 'batch': shape[0],
             'time': shape[1], 'dim': shape[2], 'dtype': str(a.dtype),
-            'auto_resolves_to': select_backend(jax.default_backend(), shape[1],
-                                               a.size).value,
+            'auto_resolves_to': select_backend(jax.default_backend(), shape[1]),
             'median_ms': t['median_ms'], 'min_ms': t['min_ms'], 'gb_per_s': gbs,
             'elementwise_gb_per_s': bandwidth, 'frac_elementwise_bw': gbs / bandwidth,
             'frac_elementwise_bw_best': gbs_best / bandwidth_best,
@@ -113,7 +114,7 @@ def _gradient_records(repeats: int) -> list[dict]:
   for backend in ('sequential', 'chunked', 'auto'):
     loss = lambda a, b, backend=backend: jnp.sum(linear_scan(a, b, backend=backend) * w)
     fns[backend] = (jax.jit(jax.grad(loss, argnums=(0, 1))), (a, b))
-  timings = common.time_interleaved(fns, repeats=repeats)
+  timings = time_interleaved(fns, repeats=repeats)
   return [{'bench': 'linear_scan_grad', 'backend': backend, 'batch': shape[0],
            'time': shape[1], 'dim': shape[2], 'dtype': 'float32',
            'median_ms': t['median_ms'], 'min_ms': t['min_ms'],
@@ -122,4 +123,4 @@ def _gradient_records(repeats: int) -> list[dict]:
 
 
 if __name__ == '__main__':
-  common.run_standalone(run, __doc__)
+  common.run_standalone(run)

@@ -34,7 +34,7 @@ from seqjax.data import tokenizers as tok
 from seqjax.data.errors import DataError
 from seqjax.data.real_common import (TokenWindows, carve, check_fraction, check_int,
                                      check_seed, resolve_options)
-from seqjax.data.registry import Task
+from seqjax.data.spec import Task
 from seqjax.data.spec import TaskSpec
 
 SPLITS = ('train', 'validation', 'test')

@@ -44,7 +44,7 @@ from seqjax.data.errors import DataError
 from seqjax.data.real_common import (TokenWindows, as_text, check_fraction, check_int,
                                      check_seed, default_data_dir, resolve_options)
 from seqjax.data.real_tfds import SPLITS, TfdsOpener, carved_split_map, open_tfds
-from seqjax.data.registry import Task
+from seqjax.data.spec import Task
 from seqjax.data.spec import EOS_ID, TaskSpec
 
 

@@ -24,12 +24,19 @@ copying, associative recall, induction heads)::
 Pipelines pad and batch these to ``[batch, time]``, add ``'mask'`` ``[batch, time]`` bool
 (True on real input tokens) and, for seq2seq, ``'decoder_inputs'`` (BOS + targets[:-1]) and
 ``'weights'`` over target positions.
+
+A :class:`Task` couples a spec with a way to open each split (``seqjax.data.registry``
+finds tasks by name).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
+
+import grain
+
+from seqjax.models.config import Role, field_names
 
 KINDS = ('classification', 'regression', 'token', 'seq2seq')
 # The model head each kind trains (see seqjax.models.config.HEADS).
@@ -52,7 +59,8 @@ class TaskSpec:
     kind: one of ``KINDS``.
     vocab_size: input vocabulary including reserved ids; 0 for continuous inputs.
     input_features: width of continuous inputs (0 for token inputs).
-    num_classes: classes for ``classification``; 1 for ``regression``; 0 otherwise.
+    num_classes: classes for ``classification``; 1 for ``regression`` (set whatever is
+      given); 0 otherwise.
     tgt_vocab_size: target vocabulary for ``seq2seq`` (0 otherwise).
     max_len: longest input sequence the task produces (after tokenisation/truncation).
     max_target_len: longest target for ``seq2seq``.
@@ -80,17 +88,34 @@ class TaskSpec:
   def __post_init__(self):
     if self.kind not in KINDS:
       raise ValueError(f'task {self.name!r}: kind={self.kind!r} is not one of {KINDS}')
+    if self.kind == 'regression':
+      object.__setattr__(self, 'num_classes', 1)  # one output, whatever was passed
 
   @property
   def head(self) -> str:
     return HEAD_FOR_KIND[self.kind]
 
   def model_fields(self) -> dict[str, Any]:
-    """The ``ModelConfig`` fields this task fixes (head, vocabularies, outputs)."""
-    fields: dict[str, Any] = {'head': self.head, 'vocab_size': self.vocab_size,
-                              'input_features': self.input_features}
-    if self.kind in ('classification', 'regression'):
-      fields['num_classes'] = self.num_classes if self.kind == 'classification' else 1
-    if self.kind == 'seq2seq':
-      fields['tgt_vocab_size'] = self.tgt_vocab_size
-    return fields
+    """The ``ModelConfig`` fields this task fixes: every field marked ``Role.TASK`` that
+    this spec has under the same name (head, vocabularies, classes) and its head reads."""
+    return {name: getattr(self, name) for name in field_names(Role.TASK, head=self.head)
+            if hasattr(self, name)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """A task: its spec, and ``open(split) -> grain.MapDataset`` of examples.
+
+  ``metadata`` carries what must be saved beside a checkpoint to reuse the task later
+  (e.g. a tokenizer's vocabulary, as a JSON-serialisable dict).
+  """
+
+  spec: TaskSpec
+  open: Callable[[str], grain.MapDataset]
+  metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def dataset(self, split: str) -> grain.MapDataset:
+    if split not in self.spec.splits:
+      raise ValueError(f'task {self.spec.name!r} has no split {split!r}; available: '
+                       f'{list(self.spec.splits)}')
+    return self.open(split)

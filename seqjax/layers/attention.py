@@ -17,7 +17,7 @@ absolute position before the dot product.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import jax
@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers.base import State, not_streamable
-from seqjax.ops.attention import (ATTENTION_IMPLS, apply_attention_weights,
-                                  attention_weights, make_attention_mask)
+from seqjax.ops.attention import (ATTENTION, apply_attention_weights, attention_weights,
+                                  make_attention_mask)
 from seqjax.ops.chunked_attention import chunked_attention
 from seqjax.ops.positions import apply_rope
+from seqjax.ops.switch import AUTO, Switch
 
 Array = jax.Array
 
@@ -47,10 +48,11 @@ class MultiHeadAttention(nn.Module):
     dropout: dropout rate on the attention weights.
     use_bias: biases in the four projections.
     rope_base: RoPE base (10000 in RoFormer).
-    attention_impl: ``'exact'`` (materialises the ``[time, time]`` weights) or
-      ``'chunked'`` (online softmax over blocks, O(time) memory, same numbers; cannot
-      return weights or apply weight dropout). Streaming ``step`` is exact either way.
-    chunk_size: block size of the chunked path.
+    attention_chunk: block size of the chunked implementation.
+    impl: implementation switch (``seqjax.ops.switch``), site ``attention``:
+      ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks) or
+      ``chunked`` (online softmax over blocks, O(time) memory, same numbers; cannot return
+      weights or apply weight dropout). Streaming ``step`` is exact either way.
     dtype: computation dtype; the softmax always runs in float32.
 
   Params: ``w_q``, ``w_k``, ``w_v``, ``w_o``, each a Dense with ``kernel``
@@ -65,22 +67,26 @@ class MultiHeadAttention(nn.Module):
   dropout: float = 0.0
   use_bias: bool = True
   rope_base: float = 10000.0
-  attention_impl: str = 'exact'
-  chunk_size: int = 512
+  attention_chunk: int = 512
+  impl: str = AUTO
   dtype: Any = jnp.float32
 
-  def setup(self):
+  switches: ClassVar[tuple[Switch, ...]] = (ATTENTION,)
+
+  def check(self) -> None:
+    """Raises ``ValueError`` naming the attribute for an impossible setting."""
     if self.num_heads <= 0 or self.d_model % self.num_heads:
       raise ValueError(f'num_heads={self.num_heads} must be positive and divide '
                        f'd_model={self.d_model}')
     if self.rope and self.head_dim % 2:
-      raise ValueError(f'rope=True needs an even head dim, got d_model / num_heads = '
-                       f'{self.head_dim}')
-    if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f'attention_impl={self.attention_impl!r} is not valid; choose one '
-                       f'of {list(ATTENTION_IMPLS)}')
-    if self.chunk_size <= 0:
-      raise ValueError(f'chunk_size={self.chunk_size} must be positive')
+      raise ValueError(f'rope (positions=rope) needs an even head width, got d_model / '
+                       f'num_heads = {self.head_dim}')
+    if self.attention_chunk <= 0:
+      raise ValueError(f'attention_chunk={self.attention_chunk} must be positive')
+    ATTENTION.choice(self.impl)
+
+  def setup(self):
+    self.check()
     dense = lambda name: nn.Dense(self.d_model, use_bias=self.use_bias,
                                   dtype=self.dtype, name=name)
     self.w_q, self.w_k, self.w_v, self.w_o = (dense(n) for n in
@@ -125,22 +131,22 @@ class MultiHeadAttention(nn.Module):
       ``intermediates/attention_weights`` (collect with ``mutable=['intermediates']``)
       on the exact path; the chunked path never forms them.
     """
-    chunked = self.attention_impl == 'chunked'
+    time = x.shape[1]
+    chunked = ATTENTION.resolve(self.impl, time) == 'chunked'
     if chunked and return_weights:
-      raise ValueError("return_weights=True needs attention_impl='exact'; the chunked "
+      raise ValueError("return_weights=True needs impl='attention:exact'; the chunked "
                        'path never materialises the attention weights')
     if chunked and self.dropout > 0 and not deterministic:
       raise ValueError(f'attention-weight dropout (dropout={self.dropout}, '
-                       "deterministic=False) needs attention_impl='exact'; the chunked "
+                       "deterministic=False) needs impl='attention:exact'; the chunked "
                        'path never materialises the weights (set dropout=0)')
-    time = x.shape[1]
     x = x.astype(self.dtype)
     q, k, v = self._project(x, jnp.arange(time, dtype=jnp.int32))
     # Heads move forward only here: RoPE and the cache work on [batch, time, heads, d_k].
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
     if chunked:
       out = chunked_attention(q, k, v, key_mask=mask, causal=self.causal,
-                              block_q=self.chunk_size, block_k=self.chunk_size)
+                              block_q=self.attention_chunk, block_k=self.attention_chunk)
       return self._merge(out.astype(self.dtype))
     attn_mask = make_attention_mask(mask, causal=self.causal, t_q=time)
     weights = attention_weights(q, k, attn_mask)

@@ -25,7 +25,13 @@ Non-causal mixers (a bidirectional LSTM, attention without a causal mask) cannot
 their ``is_causal`` is ``False`` and ``init_state``/``step`` raise ``NotImplementedError``.
 
 Widths are explicit constructor arguments (``d_model``, ``input_size`` ...) so parameters
-are created in ``setup()`` and shared by all three methods.
+are created in ``setup()`` and shared by all three methods. Two more members serve the
+config: ``check()`` raises a one-line ``ValueError`` naming the attribute for an impossible
+setting (``setup()`` calls it, and ``ModelConfig`` calls it on an unbound module so that
+mistakes fail before anything compiles), and the class attribute ``switches`` lists the
+implementation switches (``seqjax.ops.switch``) the mixer reads from its ``impl``
+attribute. ``tests/layers/test_mixer_contract.py`` checks every registered family against
+this contract.
 
 Padding convention: sequences are right-padded (``mask`` is a prefix of ``True``).
 Recurrent layers additionally never advance their state on a padded token, so they are
@@ -47,6 +53,10 @@ class Mixer(Protocol):
   """Structural type of a seqjax mixer (see the module docstring)."""
 
   is_causal: bool
+  impl: str
+  switches: tuple[Any, ...]
+
+  def check(self) -> None: ...
 
   def __call__(self, x: Array, mask: Array | None = None, *,
                deterministic: bool = True) -> Array: ...

@@ -43,12 +43,15 @@ class MLP(nn.Module):
     return self.down(self.drop(act(self.up(x)), deterministic=deterministic))
 
 
-def make_norm(kind: str, dtype: Any, name: str) -> nn.Module:
-  if kind == 'layernorm':
-    return nn.LayerNorm(dtype=dtype, name=name)
-  if kind == 'rmsnorm':
-    return nn.RMSNorm(dtype=dtype, name=name)
-  raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
+_NORM_CLASSES = {'layernorm': nn.LayerNorm, 'rmsnorm': nn.RMSNorm}
+NORMS = tuple(_NORM_CLASSES)
+
+
+def make_norm(kind: str, dtype: Any, name: str | None = None) -> nn.Module:
+  """LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019) over the last axis."""
+  if kind not in _NORM_CLASSES:
+    raise ValueError(f'unknown norm {kind!r}; choose one of {list(NORMS)}')
+  return _NORM_CLASSES[kind](dtype=dtype, name=name)
 
 
 class ResidualBlock(nn.Module):

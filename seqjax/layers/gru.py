@@ -11,7 +11,7 @@ Gate blocks in PyTorch's order ``(r, z, n)`` along the last axis, computed by on
 matmul pair ``x_t @ w_ih + b_ih`` and ``h @ w_hh + b_hh``. Unlike the LSTM, the two
 biases cannot be merged: ``b_hn`` sits inside ``r_t ⊙ (...)``, so both are kept whole.
 :class:`GRU` trains through the fused scan with a hand-written backward pass
-(:mod:`seqjax.layers.gru_vjp`) unless ``fused_backward=False``.
+(:mod:`seqjax.layers.gru_vjp`) unless ``impl`` says otherwise (site ``rnn``).
 
 Parameter layout (``variables['params']`` of :class:`GRU`)::
 
@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax.layers.gru_vjp import gru_scan
 from seqjax.layers.recurrent import CellDef, RecurrentCell, RecurrentStack
 from seqjax.layers.recurrent_torch import cell_params_from_torch, stack_params_from_torch
 
@@ -72,14 +73,15 @@ def _gru_from_torch(w_ih, w_hh, b_ih, b_hh) -> dict[str, np.ndarray]:
 GRU_CELL = CellDef(
     name='GRU', num_gates=3, param_shapes=gru_param_shapes,
     input_projection=gru_input_projection, recurrence=gru_recurrence,
-    output=lambda h: h, init_carry=gru_init_carry, from_torch=_gru_from_torch)
+    output=lambda h: h, init_carry=gru_init_carry, from_torch=_gru_from_torch,
+    fused_scan=gru_scan)
 
 
 class GRU(RecurrentStack):
   """Multi-layer (bi)GRU: ``x`` ``[batch, time, input_size]`` -> ``[batch, time, H * D]``.
 
   ``GRU(input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-  hoist_input_projection=False, fused_backward=True, dtype=jnp.float32)``; methods as
+  impl='auto', dtype=jnp.float32)``; methods as
   :class:`seqjax.layers.recurrent.RecurrentStack`, the state per layer is ``h``.
   """
 

@@ -1,6 +1,6 @@
-"""Fused GRU scan with a hand-written backward pass (the GRU twin of ``recurrent_vjp``).
+"""Fused GRU scan with a hand-written backward pass (the GRU twin of ``lstm_vjp``).
 
-Same design as :func:`seqjax.layers.recurrent_vjp.lstm_scan`, for the same reason: autodiff
+Same design as :func:`seqjax.layers.lstm_vjp.lstm_scan`, for the same reason: autodiff
 of a ``lax.scan`` GRU accumulates the weight gradients inside the backward loop as many
 small outer products into ``[H, 3H]`` / ``[E, 3H]`` accumulators. :func:`gru_scan` instead
 
@@ -14,10 +14,9 @@ small outer products into ``[H, 3H]`` / ``[E, 3H]`` accumulators. :func:`gru_sca
 * then ``dW_ih = X^T dG_x``, ``dW_hh = H_prev^T dG_h``, ``db_ih = sum dG_x``,
   ``db_hh = sum dG_h`` and ``dX = dG_x W_ih^T`` as large matmuls over all ``T*B`` rows.
 
-Training step at B=32, T=256, E=H=256 float32 on the 2-core CPU (2026-11-24, two runs):
-1.11-1.12x faster than autodiff of ``masked_scan`` and 1.25-1.29x Flax's ``GRUCell``.
-Emitting only ``dg_x`` and the ``n`` block of ``dg_h`` (``[B, H]``) and splitting the
-``dW_hh`` matmul in two measured slower (195 vs 182 ms).
+A training step measured 1.11-1.12x faster than autodiff of ``masked_scan`` on CPU
+(BENCHMARKS.md, "Design measurements: fused recurrent scans", with the variants that were
+slower).
 
 Cell (Cho et al. 2014, PyTorch ``nn.GRU`` semantics, gate blocks ``r, z, n``), with
 ``a = x_t W_ih + b_ih`` and ``b = h_{t-1} W_hh + b_hh`` split into ``(a_r, a_z, a_n)``,
@@ -49,7 +48,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from seqjax.layers.recurrent_vjp import fused_scan, sum_over_steps
+from seqjax.layers.fused_scan import fused_scan, sum_over_steps
 
 Array = jax.Array
 

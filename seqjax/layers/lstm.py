@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax.layers.lstm_vjp import lstm_scan
 from seqjax.layers.recurrent import CellDef, RecurrentCell, RecurrentStack
 from seqjax.layers.recurrent_torch import cell_params_from_torch, stack_params_from_torch
 
@@ -83,14 +84,15 @@ LSTM_CELL = CellDef(
     name='LSTM', num_gates=4, param_shapes=lstm_param_shapes,
     input_projection=lstm_input_projection, recurrence=lstm_recurrence,
     output=lambda carry: carry[0], init_carry=lstm_init_carry,
-    from_torch=_lstm_from_torch)
+    from_torch=_lstm_from_torch, fused_scan=lstm_scan)
 
 
 class LSTM(RecurrentStack):
   """Multi-layer (bi)LSTM: ``x`` ``[batch, time, input_size]`` -> ``[batch, time, H * D]``.
 
   ``LSTM(input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
-  hoist_input_projection=False, dtype=jnp.float32)``; see
+  impl='auto', dtype=jnp.float32)``; trains through the fused scan of
+  :mod:`seqjax.layers.lstm_vjp` unless ``impl`` says otherwise; see
   :class:`seqjax.layers.recurrent.RecurrentStack` for the methods and the module docstring
   for equations and parameter layout. ``D`` = 2 if bidirectional (forward half first).
   """

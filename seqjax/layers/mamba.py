@@ -16,13 +16,12 @@ Algorithm 2 and Fig. 3. With ``E = expand * d_model`` inner channels and ``N = d
 uses the simpler Euler form ``B_bar = Delta B`` (paper sec. 3.5.2 notes the difference is
 immaterial), and so does this module. Because B, C and Delta depend on the input
 (*selection*, sec. 3.2), the SSM is time-varying: no convolution form exists and the
-parallel mode runs a scan. By default (``scan_impl='fused'``) it is
+parallel mode runs a scan, chosen by the implementation switch ``impl`` (site
+``selective_scan``, see ``seqjax.ops.switch``). ``fused`` (what ``auto`` picks) is
 ``seqjax.ops.selective_scan.selective_scan``, which discretises inside the loop and only
-lets ``y [batch, time, E]`` out (sec. 3.3; the whole block's forward + backward took
-0.26-0.38x the time of the materialised path on CPU, d_model=256, T=1024-2048).
-``scan_impl='materialized'`` keeps the direct form as the reference:
-``[batch, time, E, N]`` decays and inputs through ``seqjax.ops.scan.linear_scan`` with
-``scan_backend``.
+lets ``y [batch, time, E]`` out (sec. 3.3); ``materialized`` keeps the direct form as the
+reference: ``[batch, time, E, N]`` decays and inputs through
+``seqjax.ops.scan.linear_scan`` with the backend of the ``scan`` site.
 
 Initialisation follows the reference ``mamba_simple.py``: ``A_log = log(1..N)`` per
 channel (S4D-Real); ``D = 1``; ``dt_proj`` weight ``U(+-dt_rank^-1/2)`` and its bias set to
@@ -35,20 +34,21 @@ float32 whatever ``dtype`` is, as in the reference.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from seqjax.layers.base import State
-from seqjax.ops.scan import resolve_backend
-from seqjax.ops.selective_scan import selective_scan, selective_scan_reference
+from seqjax.ops.scan import SCAN
+from seqjax.ops.selective_scan import (SELECTIVE_SCAN, selective_scan,
+                                       selective_scan_reference)
+from seqjax.ops.switch import AUTO, Switch
 
 Array = jax.Array
 
 _DT_INIT_FLOOR = 1e-4
-SCAN_IMPLS = ('fused', 'materialized')
 
 
 def _dt_bias_init(dt_min: float, dt_max: float):
@@ -75,14 +75,15 @@ class Mamba(nn.Module):
 
   Attributes:
     d_model: model width.
-    d_state: ``N``, SSM state size per inner channel.
-    d_conv: width of the causal depthwise convolution.
-    expand: inner width ``E = expand * d_model``.
+    mamba_d_state: ``N``, SSM state size per inner channel (``d_state`` in the paper's
+      code).
+    mamba_d_conv: width ``d_conv`` of the causal depthwise convolution.
+    mamba_expand: inner width ``E = expand * d_model``.
     dt_rank: rank of the ``Delta`` projection; ``'auto'`` is ``ceil(d_model / 16)``.
     dt_min, dt_max: range of the initial ``Delta`` (log-uniform).
-    scan_backend: ``linear_scan`` backend of the ``'materialized'`` parallel mode.
-    scan_impl: ``'fused'`` (default, ``selective_scan``) or ``'materialized'`` (the
-      reference ``selective_scan_reference``); same function, same params.
+    impl: implementation switch; sites ``selective_scan`` (``fused`` | ``materialized``,
+      same function, same params) and ``scan`` (the linear-scan backend of the
+      materialised form).
     dtype: computation dtype of the projections (params stay float32).
 
   Params: ``in_proj/kernel`` ``[d_model, 2E]`` (x half first, then z),
@@ -93,48 +94,49 @@ class Mamba(nn.Module):
   """
 
   d_model: int
-  d_state: int = 16
-  d_conv: int = 4
-  expand: int = 2
+  mamba_d_state: int = 16
+  mamba_d_conv: int = 4
+  mamba_expand: int = 2
   dt_rank: int | str = 'auto'
   dt_min: float = 1e-3
   dt_max: float = 1e-1
-  scan_backend: str = 'auto'
-  scan_impl: str = 'fused'
+  impl: str = AUTO
   dtype: Any = jnp.float32
 
   is_causal = True
+  switches: ClassVar[tuple[Switch, ...]] = (SELECTIVE_SCAN, SCAN)
 
   @property
   def d_inner(self) -> int:
-    return self.expand * self.d_model
+    return self.mamba_expand * self.d_model
 
   @property
   def rank(self) -> int:
-    if self.dt_rank == 'auto':
-      return math.ceil(self.d_model / 16)
-    if isinstance(self.dt_rank, int) and self.dt_rank > 0:
-      return self.dt_rank
-    raise ValueError(
-        f"Mamba dt_rank must be 'auto' or a positive int, got {self.dt_rank!r}")
+    return math.ceil(self.d_model / 16) if self.dt_rank == 'auto' else self.dt_rank
 
-  def setup(self):
-    for name in ('d_model', 'd_state', 'd_conv', 'expand'):
+  def check(self) -> None:
+    """Raises ``ValueError`` naming the attribute for an impossible setting."""
+    for name in ('d_model', 'mamba_d_state', 'mamba_d_conv', 'mamba_expand'):
       if getattr(self, name) <= 0:
-        raise ValueError(f'Mamba {name} must be positive, got {getattr(self, name)}')
+        raise ValueError(f'{name}={getattr(self, name)} must be positive')
     if not 0 < self.dt_min <= self.dt_max:
       raise ValueError(
           f'Mamba needs 0 < dt_min <= dt_max, got dt_min={self.dt_min}, '
           f'dt_max={self.dt_max}')
-    resolve_backend(self.scan_backend)
-    if self.scan_impl not in SCAN_IMPLS:
-      raise ValueError(f'Mamba scan_impl={self.scan_impl!r} is not valid; choose one of '
-                       f'{list(SCAN_IMPLS)}')
-    e, n, r = self.d_inner, self.d_state, self.rank
+    if self.dt_rank != 'auto' and not (isinstance(self.dt_rank, int) and self.dt_rank > 0):
+      raise ValueError(f"Mamba dt_rank must be 'auto' or a positive int, got "
+                       f'{self.dt_rank!r}')
+    for switch in self.switches:
+      switch.choice(self.impl)
+
+  def setup(self):
+    self.check()
+    e, n, r = self.d_inner, self.mamba_d_state, self.rank
 
     self.in_proj = nn.Dense(2 * e, use_bias=False, dtype=self.dtype, name='in_proj')
-    conv_scale = 1.0 / math.sqrt(self.d_conv)
-    self.conv_kernel = self.param('conv_kernel', _uniform(conv_scale), (self.d_conv, e))
+    conv_scale = 1.0 / math.sqrt(self.mamba_d_conv)
+    self.conv_kernel = self.param('conv_kernel', _uniform(conv_scale),
+                                  (self.mamba_d_conv, e))
     self.conv_bias = self.param('conv_bias', _uniform(conv_scale), (e,))
     self.x_proj = nn.Dense(r + 2 * n, use_bias=False, dtype=self.dtype, name='x_proj')
     self.dt_proj = nn.Dense(
@@ -151,7 +153,7 @@ class Mamba(nn.Module):
   def _selection(self, xc: Array) -> tuple[Array, Array, Array]:
     """Input-dependent ``(Delta [..., E], B [..., N], C [..., N])`` in float32+."""
     real = jnp.promote_types(self.dtype, jnp.float32)
-    r, n = self.rank, self.d_state
+    r, n = self.rank, self.mamba_d_state
     x_dbl = self.x_proj(xc)
     dt, b, c = jnp.split(x_dbl, [r, r + n], axis=-1)
     delta = jax.nn.softplus(self.dt_proj(dt).astype(real))
@@ -174,17 +176,18 @@ class Mamba(nn.Module):
     # Causal depthwise conv: left-pad d_conv-1 zeros, then a weighted sum of d_conv
     # shifted views (a loop over the kernel width, not over time).
     w = self.conv_kernel.astype(self.dtype)
-    xp = jnp.pad(xs, ((0, 0), (self.d_conv - 1, 0), (0, 0)))
-    xc = sum(w[k] * xp[:, k:k + t] for k in range(self.d_conv))
+    xp = jnp.pad(xs, ((0, 0), (self.mamba_d_conv - 1, 0), (0, 0)))
+    xc = sum(w[k] * xp[:, k:k + t] for k in range(self.mamba_d_conv))
     xc = nn.silu(xc + self.conv_bias.astype(self.dtype))
     delta, b, c = self._selection(xc)
     u = xc.astype(real)
     a = -jnp.exp(self.A_log.astype(real))
     d = self.D.astype(real)
-    if self.scan_impl == 'fused':
+    if SELECTIVE_SCAN.resolve(self.impl, t) == 'fused':
       y = selective_scan(u, delta, a, b, c, d)
     else:
-      y = selective_scan_reference(u, delta, a, b, c, d, scan_backend=self.scan_backend)
+      y = selective_scan_reference(u, delta, a, b, c, d,
+                                   scan_backend=SCAN.choice(self.impl))
     return self._output(y, z)
 
   def init_state(self, batch_size: int) -> State:
@@ -192,8 +195,8 @@ class Mamba(nn.Module):
     real = jnp.promote_types(self.dtype, jnp.float32)
     e = self.d_inner
     return {
-        'conv': jnp.zeros((batch_size, self.d_conv - 1, e), self.dtype),
-        'ssm': jnp.zeros((batch_size, e, self.d_state), real),
+        'conv': jnp.zeros((batch_size, self.mamba_d_conv - 1, e), self.dtype),
+        'ssm': jnp.zeros((batch_size, e, self.mamba_d_state), real),
     }
 
   def step(self, state: State, x_t: Array) -> tuple[State, Array]:

@@ -7,10 +7,13 @@ else is generic and lives here, written once for every cell:
 * :func:`masked_scan` — one direction of one layer over time with ``jax.lax.scan``. On a
   padded token the carry is kept (``carry = where(mask_t, new, old)``) and the output is 0,
   so padding never advances the state and the result is correct for any mask.
-* :func:`seqjax.layers.recurrent_vjp.lstm_scan` and :func:`seqjax.layers.gru_vjp.gru_scan`
-  — the LSTM's and the GRU's fused equivalents of :func:`masked_scan` with a hand-written
-  (cuDNN-style) backward pass; the stack uses them by default (``fused_backward=True``),
-  other cells keep autodiff of :func:`masked_scan`.
+* a cell's ``fused_scan`` (the LSTM's :func:`seqjax.layers.lstm_vjp.lstm_scan`, the GRU's
+  :func:`seqjax.layers.gru_vjp.gru_scan`) — the equivalent of :func:`masked_scan` with a
+  hand-written (cuDNN-style) backward pass. Which one a stack runs is the implementation
+  switch ``impl``, site ``rnn`` (:data:`RNN`): ``fused`` (what ``auto`` picks when the
+  cell has a fused scan), ``autodiff`` (autodiff of :func:`masked_scan`, the input
+  projection inside the loop) or ``hoisted`` (the same with the input projection of all
+  steps as one matmul before the loop); all compute the same function and gradients.
 * :class:`RecurrentStack` — PyTorch ``nn.LSTM``/``nn.GRU``-style stacking: ``num_layers``
   layers, optional bidirectional layers, dropout between layers, with the seqjax mixer
   interface (``__call__``/``init_state``/``step``, see ``seqjax.layers.base``).
@@ -39,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers.base import State, not_streamable
-from seqjax.layers.recurrent_vjp import fast_scan_for
+from seqjax.ops.switch import AUTO, Switch
 
 Array = jax.Array
 Params = Mapping[str, Array]
@@ -64,6 +67,8 @@ class CellDef:
     init_carry: ``(batch, hidden, dtype) -> carry`` of zeros.
     from_torch: ``(w_ih, w_hh, b_ih, b_hh) -> params`` from PyTorch's layout
       (``[G*H, in]``, ``[G*H, H]``, ``[G*H]``, ``[G*H]``) as NumPy arrays.
+    fused_scan: ``(params, xs, mask, carry, *, reverse) -> (final, ys)``, the same
+      contract as :func:`masked_scan` with a hand-written backward pass, or ``None``.
   """
 
   name: str
@@ -75,6 +80,16 @@ class CellDef:
   init_carry: Callable[[int, int, Any], Carry]
   from_torch: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
                        dict[str, np.ndarray]]
+  fused_scan: Callable[..., tuple[Carry, Array]] | None = None
+
+
+# ``auto`` is the fused scan on every platform (for a cell that has one): on CPU the
+# LSTM's training step measured 1.13-1.17x and the GRU's 1.11-1.12x faster than autodiff
+# (BENCHMARKS.md, section 1); it is the cuDNN design on GPUs. Hoisting the input
+# projection measured slower on CPU and is kept as a choice.
+RNN = Switch('rnn', ('fused', 'autodiff', 'hoisted'), lambda platform, time: 'fused',
+             'LSTM/GRU over time: hand-written backward pass (fused), autodiff of the '
+             'scan, or autodiff with the input projection hoisted; layers/recurrent.py')
 
 
 def pytorch_uniform(hidden_size: int) -> Callable[..., Array]:
@@ -195,13 +210,9 @@ class RecurrentStack(nn.Module):
     num_layers: stacked layers; layer ``k > 0`` reads the previous layer's output.
     bidirectional: add a backward direction per layer (then not causal, no streaming).
     dropout: dropout probability on every layer's output except the last.
-    hoist_input_projection: input matmul for all steps before the scan (see
-      :func:`masked_scan`); both settings compute the same function. Ignored by the
-      fused path (which projects the input per step: measured faster on CPU).
-    fused_backward: use the cell's fused scan with a hand-written backward pass when it
-      has one (the LSTM, :mod:`seqjax.layers.recurrent_vjp`, and the GRU,
-      :mod:`seqjax.layers.gru_vjp`); same function and gradients as autodiff of
-      :func:`masked_scan` (tested to 1e-5), faster to train.
+    impl: implementation switch, site ``rnn`` (see the module docstring): ``fused`` (the
+      cell's scan with a hand-written backward pass; ``auto`` when the cell has one),
+      ``autodiff`` or ``hoisted``; same function and gradients (tested to 1e-5).
     dtype: computation dtype (params stay float32; the state is at least float32).
   """
 
@@ -212,17 +223,25 @@ class RecurrentStack(nn.Module):
   num_layers: int = 1
   bidirectional: bool = False
   dropout: float = 0.0
-  hoist_input_projection: bool = False
-  fused_backward: bool = True
+  impl: str = AUTO
   dtype: Any = jnp.float32
 
-  def setup(self):
+  switches: ClassVar[tuple[Switch, ...]] = (RNN,)
+
+  def check(self) -> None:
+    """Raises ``ValueError`` naming the attribute for an impossible setting."""
     name = type(self).__name__
     for arg in ('input_size', 'hidden_size', 'num_layers'):
       if getattr(self, arg) < 1:
         raise ValueError(f'{name}: {arg}={getattr(self, arg)} must be a positive integer')
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f'{name}: dropout={self.dropout} must be in [0, 1)')
+    if RNN.choice(self.impl) == 'fused' and self.cell.fused_scan is None:
+      raise ValueError(f"impl: rnn:fused needs a fused scan, which the {self.cell.name} "
+                       "cell does not have; use rnn:autodiff")
+
+  def setup(self):
+    self.check()
     width = self.hidden_size * self.num_directions
     self.layers = [
         _LayerParams(self.cell, self.input_size if k == 0 else width, self.hidden_size,
@@ -306,7 +325,8 @@ class RecurrentStack(nn.Module):
     # Time-major once for the whole stack: lax.scan iterates over the leading axis.
     h = jnp.swapaxes(x, 0, 1).astype(self.dtype)
     m = None if mask is None else jnp.swapaxes(mask, 0, 1).astype(bool)
-    fused = fast_scan_for(self.cell) if self.fused_backward else None
+    how = RNN.resolve(self.impl, time)
+    fused = self.cell.fused_scan if how == 'fused' else None
     final = []
     for k in range(self.num_layers):
       if k > 0:
@@ -319,7 +339,7 @@ class RecurrentStack(nn.Module):
         else:
           layer_final[d], y = masked_scan(
               self.cell, params[k][d], h, m, initial_state[k][d], reverse=d == 'bwd',
-              hoist=self.hoist_input_projection)
+              hoist=how == 'hoisted')
         outs.append(y)
       h = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
       h = h.astype(self.dtype)

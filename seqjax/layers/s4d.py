@@ -17,20 +17,20 @@ channel (paper eq. 5 / sec. 3.2)::
 
 Unrolling the recurrence gives the causal convolution ``y = K * x + D x`` with kernel
 ``K_k = 2 Re(sum_n C_n A_bar_n^k B_bar_n)`` (the S4D Vandermonde kernel); the tests check
-the tests check the layer against that independent path. The parallel mode has two forms
-(``parallel_mode``):
+the layer against that independent path. The parallel mode has two forms,
+chosen by the implementation switch ``impl`` (site ``s4d``, :data:`S4D_FORM`; see
+``seqjax.ops.switch``):
 
-* ``'convolution'`` (default): build ``K`` ``[d_model, T]`` from the Vandermonde powers
-  ``A_bar^k = exp(k Delta A)`` (``[d_model, N/2, T]``, independent of the batch) and apply
-  it as a causal convolution with real FFTs of length ``2T`` (S4's training mode, Gu et al.
-  2022a sec. 3; S4D sec. 3.3). Work O(B d T log T + d N T); the batch never meets the state.
-* ``'scan'``: the complex recurrence through ``seqjax.ops.scan.linear_scan``
-  (``scan_backend``), which materialises the states ``[batch, time, d_model, N/2]`` (and
-  stores them again under autodiff). On a 2-core CPU a training step (forward + backward)
-  of a 2-layer S4D LM, ``d_model=88``, ``N=64``, batch 4, took 65 ms with the sequential
-  scan vs 11 ms with the convolution at ``T=128``, and 1291 vs 309 ms at ``T=2048``
-  (``python -m experiments.compare --only=speed``, 2026-11-24). The scan is kept as the
-  second, independent parallel path.
+* ``'convolution'`` (``auto`` on every platform): build ``K`` ``[d_model, T]`` from the
+  Vandermonde powers ``A_bar^k = exp(k Delta A)`` (``[d_model, N/2, T]``, independent of
+  the batch) and apply it as a causal convolution with real FFTs of length ``2T`` (S4's
+  training mode, Gu et al. 2022a sec. 3; S4D sec. 3.3). Work O(B d T log T + d N T); the
+  batch never meets the state.
+* ``'scan'``: the complex recurrence through ``seqjax.ops.scan.linear_scan`` (its backend is
+  the ``scan`` site of the same ``impl`` string), which materialises the states
+  ``[batch, time, d_model, N/2]`` (and stores them again under autodiff). A training step
+  took 4-6x the convolution's time on CPU at T=128-2048 (BENCHMARKS.md, "Design
+  measurements: S4D"); the scan is kept as the second, independent parallel path.
 
 Initialisation (paper sec. 4):
   * ``A = -exp(log_A_real) + i A_imag`` with ``log_A_real = log(1/2)``, so ``Re(A) < 0``
@@ -47,19 +47,24 @@ seqjax it is the mixer of a ``ResidualBlock`` whose MLP mixes channels.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from seqjax.layers.base import State
-from seqjax.ops.scan import linear_scan, resolve_backend
+from seqjax.ops.scan import SCAN, linear_scan
+from seqjax.ops.switch import AUTO, Switch
 
 Array = jax.Array
 
-_INITS = ('lin', 'inv')
-PARALLEL_MODES = ('convolution', 'scan')
+# Initialisations of Im(A) (paper sec. 4.1).
+S4D_INITS = ('lin', 'inv')
+
+S4D_FORM = Switch('s4d', ('convolution', 'scan'), lambda platform, time: 'convolution',
+                  "S4D's parallel form: FFT convolution with the SSM kernel, or the "
+                  'recurrence as a linear scan; layers/s4d.py')
 
 
 def s4d_imag_init(init: str, state_size: int) -> Array:
@@ -69,7 +74,7 @@ def s4d_imag_init(init: str, state_size: int) -> Array:
     return math.pi * n
   if init == 'inv':
     return state_size / math.pi * (state_size / (2 * n + 1) - 1)
-  raise ValueError(f'unknown S4D init {init!r}; choose one of {_INITS}')
+  raise ValueError(f'unknown S4D init {init!r}; choose one of {S4D_INITS}')
 
 
 def ssm_kernel(log_a_bar: Array, weights: Array, length: int) -> Array:
@@ -110,13 +115,12 @@ class S4D(nn.Module):
 
   Attributes:
     d_model: number of channels, each its own SSM.
-    state_size: ``N``, the real state size per channel; ``N/2`` complex modes (even).
-    a_init: ``'lin'`` (S4D-Lin) or ``'inv'`` (S4D-Inv) for ``Im(A)``. (Not named
-      ``init``: that would shadow ``flax.linen.Module.init``.)
+    s4d_state_size: ``N``, the real state size per channel; ``N/2`` complex modes (even).
+    s4d_init: ``'lin'`` (S4D-Lin) or ``'inv'`` (S4D-Inv) for ``Im(A)``.
     dt_min, dt_max: range of the initial step ``Delta`` (log-uniform).
-    parallel_mode: ``'convolution'`` (FFT with the SSM kernel) or ``'scan'`` (the
-      recurrence over time); the same function, see the module docstring.
-    scan_backend: ``linear_scan`` backend of the ``'scan'`` parallel mode.
+    impl: implementation switch; sites ``s4d`` (``convolution`` | ``scan``, the same
+      function, see the module docstring) and ``scan`` (the linear-scan backend of the
+      ``scan`` form).
     dtype: dtype of inputs/outputs; the recurrence runs in at least float32/complex64.
 
   Params (float32): ``log_dt`` ``[d_model]``, ``log_A_real`` and ``A_imag``
@@ -125,32 +129,35 @@ class S4D(nn.Module):
   """
 
   d_model: int
-  state_size: int = 64
-  a_init: str = 'lin'
+  s4d_state_size: int = 64
+  s4d_init: str = 'lin'
   dt_min: float = 1e-3
   dt_max: float = 1e-1
-  parallel_mode: str = 'convolution'
-  scan_backend: str = 'auto'
+  impl: str = AUTO
   dtype: Any = jnp.float32
 
   is_causal = True
+  switches: ClassVar[tuple[Switch, ...]] = (S4D_FORM, SCAN)
 
-  def setup(self):
-    if self.state_size <= 0 or self.state_size % 2:
+  def check(self) -> None:
+    """Raises ``ValueError`` naming the attribute for an impossible setting."""
+    if self.s4d_state_size <= 0 or self.s4d_state_size % 2:
       raise ValueError(
-          f'S4D state_size must be a positive even number (N/2 complex conjugate '
-          f'pairs), got {self.state_size}')
-    if self.a_init not in _INITS:
-      raise ValueError(f'unknown S4D a_init {self.a_init!r}; choose one of {_INITS}')
-    resolve_backend(self.scan_backend)
-    if self.parallel_mode not in PARALLEL_MODES:
-      raise ValueError(f'S4D parallel_mode={self.parallel_mode!r} is not valid; choose one '
-                       f'of {list(PARALLEL_MODES)}')
+          f's4d_state_size={self.s4d_state_size} must be a positive even number (N/2 '
+          'complex conjugate pairs)')
+    if self.s4d_init not in S4D_INITS:
+      raise ValueError(f's4d_init={self.s4d_init!r} is not valid; choose one of '
+                       f'{list(S4D_INITS)}')
     if not 0 < self.dt_min <= self.dt_max:
       raise ValueError(
           f'S4D needs 0 < dt_min <= dt_max, got dt_min={self.dt_min}, '
           f'dt_max={self.dt_max}')
-    h, m = self.d_model, self.state_size // 2
+    for switch in self.switches:
+      switch.choice(self.impl)
+
+  def setup(self):
+    self.check()
+    h, m = self.d_model, self.s4d_state_size // 2
     lo, hi = math.log(self.dt_min), math.log(self.dt_max)
 
     self.log_dt = self.param(
@@ -159,7 +166,8 @@ class S4D(nn.Module):
         'log_A_real', lambda k, s: jnp.full(s, math.log(0.5), jnp.float32), (h, m))
     self.A_imag = self.param(
         'A_imag',
-        lambda k, s: jnp.broadcast_to(s4d_imag_init(self.a_init, self.state_size), s),
+        lambda k, s: jnp.broadcast_to(s4d_imag_init(self.s4d_init, self.s4d_state_size),
+                                      s),
         (h, m))
     self.B = self.param(
         'B', lambda k, s: jnp.zeros(s, jnp.float32).at[..., 0].set(1.0), (h, m, 2))
@@ -203,7 +211,7 @@ class S4D(nn.Module):
     del deterministic
     real, _ = self._compute_dtypes()
     u = x.astype(real)
-    if self.parallel_mode == 'convolution':
+    if S4D_FORM.resolve(self.impl, u.shape[1]) == 'convolution':
       if mask is not None:
         # Zeroed padding keeps its values out of the FFT's rounding of real positions.
         u = jnp.where(mask[..., None], u, 0.0)
@@ -213,14 +221,14 @@ class S4D(nn.Module):
     a_bar, b_bar, c, d = self.discretize()
     # Inputs B_bar x_t: [batch, time, d_model, N/2]; A_bar is time-invariant and
     # broadcasts inside linear_scan.
-    h = linear_scan(a_bar, b_bar * u[..., None], backend=self.scan_backend, axis=1)
+    h = linear_scan(a_bar, b_bar * u[..., None], backend=SCAN.choice(self.impl), axis=1)
     y = 2.0 * jnp.einsum('btdn,dn->btd', h, c).real + d * u
     return y.astype(self.dtype)
 
   def init_state(self, batch_size: int) -> State:
     """Complex SSM state ``h``, ``[batch, d_model, N/2]`` zeros."""
     _, cplx = self._compute_dtypes()
-    return jnp.zeros((batch_size, self.d_model, self.state_size // 2), cplx)
+    return jnp.zeros((batch_size, self.d_model, self.s4d_state_size // 2), cplx)
 
   def step(self, state: State, x_t: Array) -> tuple[State, Array]:
     """One token: ``x_t`` ``[batch, d_model]`` -> (new ``h``, ``y_t`` ``[batch, d_model]``).

@@ -17,41 +17,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqjax.layers.attention import MultiHeadAttention
 from seqjax.layers.base import State, not_streamable
-from seqjax.layers.block import ResidualBlock
+from seqjax.layers.block import ResidualBlock, make_norm
 from seqjax.layers.embeddings import PositionalEncoding
-from seqjax.layers.gru import GRU
-from seqjax.layers.lstm import LSTM
-from seqjax.layers.mamba import Mamba
-from seqjax.layers.s4d import S4D
 from seqjax.models.config import ModelConfig
 
 Array = jax.Array
-
-
-def make_mixer(cfg: ModelConfig, causal: bool) -> nn.Module:
-  """The ``d_model -> d_model`` mixer of one residual block for ``cfg.model``."""
-  d, dtype = cfg.d_model, cfg.compute_dtype
-  if cfg.model in ('lstm', 'gru'):
-    cls = LSTM if cfg.model == 'lstm' else GRU
-    return cls(d, d, hoist_input_projection=cfg.hoist_input_projection, dtype=dtype)
-  if cfg.model == 'bilstm':
-    return LSTM(d, d // 2, bidirectional=True,
-                hoist_input_projection=cfg.hoist_input_projection, dtype=dtype)
-  if cfg.model == 'transformer':
-    return MultiHeadAttention(d, cfg.num_heads, causal=causal, rope=cfg.positions == 'rope',
-                              max_len=cfg.max_len, dropout=cfg.dropout,
-                              attention_impl=cfg.attention_impl,
-                              chunk_size=cfg.attention_chunk, dtype=dtype)
-  if cfg.model == 's4d':
-    return S4D(d, state_size=cfg.s4d_state_size, a_init=cfg.s4d_init,
-               parallel_mode=cfg.s4d_mode, scan_backend=cfg.scan_backend, dtype=dtype)
-  if cfg.model == 'mamba':
-    return Mamba(d, d_state=cfg.mamba_d_state, d_conv=cfg.mamba_d_conv,
-                 expand=cfg.mamba_expand, scan_backend=cfg.scan_backend,
-                 scan_impl=cfg.mamba_scan_impl, dtype=dtype)
-  raise ValueError(f'model={cfg.model!r} has no residual-block mixer')
 
 
 class InputEmbedding(nn.Module):
@@ -92,16 +63,18 @@ class ResidualBackbone(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.embed = InputEmbedding(cfg, cfg.d_model)
-    kind = cfg.positions if cfg.model == 'transformer' and cfg.positions != 'rope' else 'none'
+    # Rotary positions live inside attention; a table is added only for an order-blind
+    # mixer.
+    kind = cfg.positions if cfg.family.positions and cfg.positions != 'rope' else 'none'
     self.positions = PositionalEncoding(kind, cfg.max_len, cfg.d_model)
     self.embed_drop = nn.Dropout(cfg.dropout)
     self.blocks = [
-        ResidualBlock(make_mixer(cfg, self.causal), cfg.d_model, cfg.mlp_hidden,
-                      dropout=cfg.dropout, norm=cfg.norm, dtype=cfg.compute_dtype)
-        for _ in range(cfg.num_layers)
+        ResidualBlock(cfg.family.build(cfg, self.causal, layer), cfg.d_model,
+                      cfg.mlp_hidden, dropout=cfg.dropout, norm=cfg.norm,
+                      dtype=cfg.compute_dtype)
+        for layer in range(cfg.num_layers)
     ]
-    self.final_norm = nn.LayerNorm(dtype=cfg.compute_dtype) if cfg.norm == 'layernorm' \
-        else nn.RMSNorm(dtype=cfg.compute_dtype)
+    self.final_norm = make_norm(cfg.norm, cfg.compute_dtype)
 
   @property
   def width(self) -> int:
@@ -134,22 +107,19 @@ class ResidualBackbone(nn.Module):
 
 
 class StackedRecurrentBackbone(nn.Module):
-  """Embedding (padding id 0) then one multi-layer (bi)LSTM or GRU, as PyTorch builds it."""
+  """Embedding (padding id 0) then one multi-layer (bi)LSTM or GRU, as PyTorch builds it
+  (the family's ``stacked`` builder)."""
 
   cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
     self.embed = InputEmbedding(cfg, cfg.token_dim, zero_padding=True)
-    cls = GRU if cfg.model == 'gru' else LSTM
-    self.rnn = cls(cfg.token_dim, cfg.d_model, num_layers=cfg.num_layers,
-                   bidirectional=cfg.model == 'bilstm', dropout=cfg.dropout,
-                   hoist_input_projection=cfg.hoist_input_projection,
-                   dtype=cfg.compute_dtype)
+    self.rnn = cfg.family.stacked(cfg)
 
   @property
   def width(self) -> int:
-    return self.cfg.d_model * (2 if self.cfg.model == 'bilstm' else 1)
+    return self.cfg.d_model * (1 if self.cfg.family.streams else 2)
 
   def __call__(self, inputs: Array, mask: Array | None = None, *,
                deterministic: bool = True) -> Array:

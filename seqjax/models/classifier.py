@@ -16,35 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqjax.layers.base import lengths_from_mask
+from seqjax.layers.pooling import pool
 from seqjax.models.backbone import make_backbone
 from seqjax.models.config import ModelConfig
 
 Array = jax.Array
-
-
-def pool(hidden: Array, mask: Array, kind: str, bidirectional: bool = False) -> Array:
-  """Pools ``hidden`` ``[batch, time, width]`` over real tokens to ``[batch, width]``.
-
-  ``mean``: average over real tokens. ``last``: the last real token. ``first``: token 0.
-  ``final_states``: each direction's final state — the forward half at the last real
-  token and, for a bidirectional layer, the backward half at token 0 (where the backward
-  pass ends).
-  """
-  batch, time, width = hidden.shape
-  last_index = jnp.maximum(lengths_from_mask(mask, batch, time) - 1, 0)
-  at_last = jnp.take_along_axis(hidden, last_index[:, None, None], axis=1)[:, 0]
-  if kind == 'mean':
-    weights = mask.astype(hidden.dtype)[..., None]
-    return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
-  if kind == 'last' or (kind == 'final_states' and not bidirectional):
-    return at_last
-  if kind == 'first':
-    return hidden[:, 0]
-  if kind == 'final_states':
-    half = width // 2
-    return jnp.concatenate([at_last[:, :half], hidden[:, 0, half:]], axis=-1)
-  raise ValueError(f'unknown pooling {kind!r}')
 
 
 class SequenceClassifier(nn.Module):
@@ -55,8 +31,7 @@ class SequenceClassifier(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    causal = cfg.model != 'bilstm' and (cfg.model != 'transformer' or cfg.causal)
-    self.backbone = make_backbone(cfg, causal=causal)
+    self.backbone = make_backbone(cfg, causal=cfg.family.runs_causal(cfg))
     self.head_drop = nn.Dropout(cfg.dropout)
     self.head = nn.Dense(cfg.num_classes, name='head')
 
@@ -65,7 +40,8 @@ class SequenceClassifier(nn.Module):
     if mask is None:
       mask = (inputs != 0) if self.cfg.vocab_size else jnp.ones(inputs.shape[:2], bool)
     hidden = self.backbone(inputs, mask, deterministic=deterministic)
-    bidirectional = self.cfg.model == 'bilstm' and self.cfg.backbone == 'stacked'
+    # A stacked non-causal RNN's output is [forward half, backward half].
+    bidirectional = self.cfg.backbone == 'stacked' and not self.cfg.family.streams
     pooled = pool(hidden, mask, self.cfg.pooling, bidirectional)
     pooled = self.head_drop(pooled, deterministic=deterministic)
     return self.head(pooled.astype(jnp.float32))

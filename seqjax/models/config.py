@@ -3,25 +3,74 @@
 The fields are flat on purpose: an experiment config overrides any of them from the command
 line (``--config.model_cfg.d_model=256``), and a saved config can be compared field by field
 with the one a resumed run asks for. Fields a family does not use are ignored by it.
+
+This is the single source of truth for model choices:
+
+* every value is validated at construction (type, choice list, range, and the chosen
+  family's own constraints), with one line naming the field;
+* the choice lists are imported from the code that implements them (the family table in
+  ``seqjax.models.families``, the layers, the implementation switches of
+  ``seqjax.ops.switch``);
+* each field's :class:`Role` is marked once in its metadata, and every other module derives
+  its field sets from the marks (:func:`field_names`);
+* a family's own fields carry its name as prefix and are attributes of the same name on
+  its layer (``s4d_state_size`` is ``S4D.s4d_state_size``); ``impl`` is the one
+  implementation switch of every layer.
+
+Configs saved before the implementation switch still load through :meth:`from_mapping`,
+which reads their old fields (``scan_backend``, ``s4d_mode``, ``mamba_scan_impl``,
+``attention_impl``, ``hoist_input_projection``) into ``impl`` with a one-line notice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import warnings
 from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-# Sequence-mixer families, in the order the comparison reports them.
-MODEL_NAMES = ('lstm', 'bilstm', 'gru', 'transformer', 's4d', 'mamba', 'lstm_attention')
-# What sits on top of the backbone.
+from seqjax.layers.block import NORMS
+from seqjax.layers.embeddings import POSITION_KINDS
+from seqjax.layers.pooling import POOLINGS
+from seqjax.layers.s4d import S4D_INITS
+from seqjax.models.families import FAMILIES, MODEL_NAMES, all_switches
+from seqjax.ops.switch import AUTO, check_impl, parse_impl
+
+# What sits on top of the backbone (seqjax.models.registry builds each).
 HEADS = ('classifier', 'lm', 'seq2seq')
-# Families that can run token by token (and so can be language models).
-CAUSAL_MODELS = ('lstm', 'gru', 'transformer', 's4d', 'mamba')
-POSITIONS = ('none', 'sinusoidal', 'learned', 'rope')
-POOLINGS = ('mean', 'last', 'first', 'final_states')
+# residual: pre-norm residual blocks around the family's mixer; stacked: a PyTorch-style
+# multi-layer recurrent network (seqjax.models.backbone).
 BACKBONES = ('residual', 'stacked')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# Families that can run token by token (and so can be language models).
+CAUSAL_MODELS = tuple(name for name, f in FAMILIES.items() if f.streams and f.build)
+
+
+class Role(enum.Enum):
+  """What a ``ModelConfig`` field decides (its ``metadata['role']``)."""
+
+  # The architecture: the parameter tree depends on it, so a resumed run must match.
+  SHAPE = 'shape'
+  # Decides parameters too, but is set by the experiment, never by ``model_cfg``: by the
+  # task (``TaskSpec.model_fields``, same field names) or, for ``model``, by
+  # ``config.model``.
+  TASK = 'task'
+  # Leaves the parameters alone: how the model computes (``impl``, ``dtype``) or
+  # regularises (``dropout``). A run may resume with another value.
+  IMPLEMENTATION = 'implementation'
+
+
+def _field(default: Any, role: Role = Role.SHAPE, *, choices: tuple | None = None,
+           minimum: float | None = None, family: str | None = None,
+           heads: tuple[str, ...] | None = None) -> Any:
+  """A field with its metadata: ``role``; ``choices`` or ``minimum`` (checked at
+  construction); ``family`` owning it (then an attribute of that family's layer); the
+  ``heads`` that read it (``None``: every head)."""
+  return dataclasses.field(default=default, metadata={
+      'role': role, 'choices': choices, 'minimum': minimum, 'family': family,
+      'heads': heads})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +78,7 @@ class ModelConfig:
   """Architecture of one model. Shapes in docstrings use ``d`` for ``d_model``.
 
   Attributes:
-    model: mixer family, one of ``MODEL_NAMES``.
+    model: the family, one of ``seqjax.models.families.MODEL_NAMES``.
     head: ``classifier`` (sequence -> ``num_classes`` logits, or 1 output for regression),
       ``lm`` (causal next-token logits) or ``seq2seq`` (``lstm_attention`` only).
     vocab_size: input vocabulary (id 0 is padding). ``0`` means continuous inputs of
@@ -40,63 +89,60 @@ class ModelConfig:
     d_model: residual width (``residual``) or LSTM hidden size per direction (``stacked``).
     embed_dim: token-embedding width for ``stacked`` and ``seq2seq`` (default ``d_model``).
     mlp_ratio: MLP inner width as a multiple of ``d_model``; 0 removes the MLP.
-    positions: how a Transformer learns order; ignored by order-aware families.
-    causal: attention mask for a Transformer classifier (an LM is always causal).
-    attention_impl: ``exact`` (O(T²) weights) or ``chunked`` (online softmax over
-      ``attention_chunk``-sized blocks, O(T) memory, same numbers; no attention-weight
-      dropout and no returned weights).
-    scan_backend: ``linear_scan`` backend of S4D's ``scan`` mode and of Mamba's
-      ``materialized`` scan.
-    s4d_mode: how S4D runs a whole sequence: ``convolution`` (FFT with the SSM kernel,
-      default) or ``scan`` (the recurrence); same function.
-    mamba_scan_impl: ``fused`` (default; discretises inside a chunked scan with a custom
-      VJP, never materialising ``[batch, time, 2d, d_state]``) or ``materialized`` (the
-      direct form through ``scan_backend``, kept as the reference).
+    positions: how an order-blind mixer (attention) learns order; ignored by the others.
+    causal: for a family that can be either (attention), whether a classifier is causal
+      (a language model always is).
+    attention_chunk: block size of chunked attention (``impl='attention:chunked'``).
+    impl: the implementation switch, ``site:choice`` pairs such as
+      ``'attention:chunked,scan:associative'``; unnamed sites (and ``'auto'``) pick by
+      platform. Sites and choices: ``seqjax.ops.switch``, or ``python -m experiments.demo
+      --list``. Every choice computes the same function.
     pooling: how a classifier turns ``[batch, time, d]`` into ``[batch, d]``.
     max_len: longest sequence (position table, KV-cache size, decode length bound).
   """
 
-  model: str = 'transformer'
-  head: str = 'lm'
-  vocab_size: int = 256
-  input_features: int = 0
-  num_classes: int = 2
-  tgt_vocab_size: int = 0
-  backbone: str = 'residual'
-  d_model: int = 64
-  embed_dim: int = 0
-  num_layers: int = 2
-  mlp_ratio: float = 4.0
-  dropout: float = 0.0
-  norm: str = 'layernorm'
-  max_len: int = 512
-  tie_embeddings: bool = False
-  # Transformer.
-  num_heads: int = 4
-  positions: str = 'sinusoidal'
-  causal: bool = True
-  attention_impl: str = 'exact'
-  attention_chunk: int = 512
-  # Recurrent.
-  hoist_input_projection: bool = False
+  model: str = _field('transformer', Role.TASK, choices=MODEL_NAMES)
+  head: str = _field('lm', Role.TASK, choices=HEADS)
+  vocab_size: int = _field(256, Role.TASK, minimum=0)
+  input_features: int = _field(0, Role.TASK, minimum=0)
+  num_classes: int = _field(2, Role.TASK, minimum=1, heads=('classifier',))
+  tgt_vocab_size: int = _field(0, Role.TASK, minimum=0, heads=('seq2seq',))
+  backbone: str = _field('residual', choices=BACKBONES)
+  d_model: int = _field(64, minimum=1)
+  embed_dim: int = _field(0, minimum=0)
+  num_layers: int = _field(2, minimum=1)
+  mlp_ratio: float = _field(4.0, minimum=0)
+  dropout: float = _field(0.0, Role.IMPLEMENTATION, minimum=0)
+  norm: str = _field('layernorm', choices=NORMS)
+  max_len: int = _field(512, minimum=1)
+  tie_embeddings: bool = _field(False)
+  # Attention.
+  num_heads: int = _field(4, minimum=1, family='transformer')
+  positions: str = _field('sinusoidal', choices=POSITION_KINDS)
+  causal: bool = _field(True)
+  attention_chunk: int = _field(512, Role.IMPLEMENTATION, minimum=1, family='transformer')
   # State-space models.
-  scan_backend: str = 'auto'
-  s4d_state_size: int = 64
-  s4d_init: str = 'lin'
-  s4d_mode: str = 'convolution'
-  mamba_d_state: int = 16
-  mamba_d_conv: int = 4
-  mamba_expand: int = 2
-  mamba_scan_impl: str = 'fused'
+  s4d_state_size: int = _field(64, minimum=1, family='s4d')
+  s4d_init: str = _field('lin', choices=S4D_INITS, family='s4d')
+  mamba_d_state: int = _field(16, minimum=1, family='mamba')
+  mamba_d_conv: int = _field(4, minimum=1, family='mamba')
+  mamba_expand: int = _field(2, minimum=1, family='mamba')
   # Classifier.
-  pooling: str = 'mean'
+  pooling: str = _field('mean', choices=POOLINGS, heads=('classifier',))
   # Encoder-decoder (Bahdanau et al. 2015).
-  bidirectional_encoder: bool = True
-  attn_dim: int = 0
-  dtype: str = 'float32'
+  bidirectional_encoder: bool = _field(True, heads=('seq2seq',))
+  attn_dim: int = _field(0, minimum=0, heads=('seq2seq',))
+  # How to compute.
+  impl: str = _field(AUTO, Role.IMPLEMENTATION)
+  dtype: str = _field('float32', Role.IMPLEMENTATION, choices=tuple(DTYPES))
 
   def __post_init__(self):
     _validate(self)
+
+  @property
+  def family(self):
+    """The ``seqjax.models.families.Family`` entry of ``model``."""
+    return FAMILIES[self.model]
 
   @property
   def compute_dtype(self) -> Any:
@@ -118,76 +164,109 @@ class ModelConfig:
 
   @classmethod
   def from_mapping(cls, mapping: Mapping[str, Any]) -> 'ModelConfig':
-    """Builds a config from a dict / ``ml_collections.ConfigDict``; unknown keys fail."""
-    known = {f.name for f in dataclasses.fields(cls)}
+    """Builds a config from a dict / ``ml_collections.ConfigDict`` (a saved config of an
+    older version too, see :func:`upgrade`); unknown keys fail."""
+    mapping = upgrade(mapping)
+    known = set(field_names())
     unknown = sorted(set(mapping) - known)
     if unknown:
       raise ValueError(f'unknown model config field(s) {unknown}; valid fields: '
                        f'{sorted(known)}')
-    return cls(**dict(mapping))
+    return cls(**mapping)
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...] | dict) -> None:
-  if value not in choices:
-    raise ValueError(f'{name}={value!r} is not valid; choose one of {list(choices)}')
+def field_names(role: Role | None = None, *, head: str | None = None,
+                family: str | None = None) -> tuple[str, ...]:
+  """``ModelConfig`` field names, optionally only those with ``role``, read by ``head``
+  (fields read by every head included) or owned by ``family``."""
+  out = []
+  for f in dataclasses.fields(ModelConfig):
+    meta = f.metadata
+    if role is not None and meta['role'] != role:
+      continue
+    if head is not None and meta['heads'] is not None and head not in meta['heads']:
+      continue
+    if family is not None and meta['family'] != family:
+      continue
+    out.append(f.name)
+  return tuple(out)
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-  if value < 0 or (value == 0 and not allow_zero):
-    raise ValueError(f'{name}={value} must be {"non-negative" if allow_zero else "positive"}')
+# Fields of configs saved before ``impl`` (2026-12): the site each set, and its old
+# default (which ``auto`` reproduces on every platform).
+_OLD_SWITCHES = {'scan_backend': ('scan', AUTO), 's4d_mode': ('s4d', 'convolution'),
+                 'mamba_scan_impl': ('selective_scan', 'fused'),
+                 'attention_impl': ('attention', 'exact')}
+# Had no effect since the fused recurrences became the default (they ignored it).
+_OLD_NO_EFFECT = ('hoist_input_projection',)
+
+
+def upgrade(mapping: Mapping[str, Any]) -> dict[str, Any]:
+  """``mapping`` with the fields of older saved configs read into ``impl`` (a one-line
+  ``FutureWarning`` says how); other mappings are returned unchanged (as a dict)."""
+  fields = dict(mapping)
+  old = [k for k in (*_OLD_SWITCHES, *_OLD_NO_EFFECT) if k in fields]
+  if not old:
+    return fields
+  pairs = parse_impl(fields.get('impl', AUTO))
+  for key in old:
+    value = fields.pop(key)
+    if key in _OLD_SWITCHES:
+      site, old_default = _OLD_SWITCHES[key]
+      if value != old_default:
+        pairs.setdefault(site, value)
+  fields['impl'] = ','.join(f'{s}:{c}' for s, c in pairs.items()) or AUTO
+  warnings.warn(f'model config: {", ".join(old)} are no longer fields; read as '
+                f'impl={fields["impl"]!r} (see seqjax.ops.switch)', FutureWarning,
+                stacklevel=3)
+  return fields
+
+
+# A field's annotation -> the Python types its value may have (an int is a valid float; a
+# bool, although an int subclass, is only a valid bool).
+_TYPES = {'int': (int,), 'float': (int, float), 'bool': (bool,), 'str': (str,)}
+
+
+def _check_field(name: str, value: Any, kind: str, meta: Mapping[str, Any]) -> None:
+  if isinstance(value, bool) and kind != 'bool' or not isinstance(value, _TYPES[kind]):
+    raise ValueError(f'{name}={value!r} must be of type {kind}')
+  if meta['choices'] is not None and value not in meta['choices']:
+    raise ValueError(f'{name}={value!r} is not valid; choose one of '
+                     f'{list(meta["choices"])}')
+  if meta['minimum'] is not None and value < meta['minimum']:
+    raise ValueError(f'{name}={value} must be >= {meta["minimum"]}')
 
 
 def _validate(cfg: ModelConfig) -> None:
   """Fails at construction, with one line naming the field, on any impossible setting."""
-  _choice('model', cfg.model, MODEL_NAMES)
-  _choice('head', cfg.head, HEADS)
-  _choice('backbone', cfg.backbone, BACKBONES)
-  _choice('positions', cfg.positions, POSITIONS)
-  _choice('pooling', cfg.pooling, POOLINGS)
-  _choice('dtype', cfg.dtype, DTYPES)
-  _choice('norm', cfg.norm, ('layernorm', 'rmsnorm'))
-  _choice('s4d_init', cfg.s4d_init, ('lin', 'inv'))
-  _choice('attention_impl', cfg.attention_impl, ('exact', 'chunked'))
-  _choice('s4d_mode', cfg.s4d_mode, ('convolution', 'scan'))
-  _choice('mamba_scan_impl', cfg.mamba_scan_impl, ('fused', 'materialized'))
-  for name in ('d_model', 'num_layers', 'max_len', 'num_heads', 's4d_state_size',
-               'mamba_d_state', 'mamba_d_conv', 'mamba_expand', 'attention_chunk'):
-    _positive(name, getattr(cfg, name))
-  for name in ('vocab_size', 'input_features', 'embed_dim', 'mlp_ratio', 'attn_dim',
-               'tgt_vocab_size'):
-    _positive(name, getattr(cfg, name), allow_zero=True)
-  if not 0.0 <= cfg.dropout < 1.0:
+  for f in dataclasses.fields(cfg):
+    _check_field(f.name, getattr(cfg, f.name), f.type, f.metadata)
+  family = cfg.family
+  if not cfg.dropout < 1.0:
     raise ValueError(f'dropout={cfg.dropout} must be in [0, 1)')
   if (cfg.vocab_size == 0) == (cfg.input_features == 0):
     raise ValueError('set exactly one of vocab_size (token inputs) and input_features '
                      f'(continuous inputs); got vocab_size={cfg.vocab_size}, '
                      f'input_features={cfg.input_features}')
-  if cfg.model == 'lstm_attention' and cfg.head != 'seq2seq':
-    raise ValueError("model='lstm_attention' is the encoder-decoder; use head='seq2seq'")
-  if cfg.head == 'seq2seq':
-    if cfg.model != 'lstm_attention':
-      raise ValueError(f"head='seq2seq' is built by model='lstm_attention', not "
-                       f'{cfg.model!r}')
-    if cfg.vocab_size == 0 or cfg.tgt_vocab_size == 0:
-      raise ValueError('head=seq2seq needs vocab_size (source) and tgt_vocab_size > 0')
-  if cfg.head == 'lm':
-    if cfg.model not in CAUSAL_MODELS:
-      raise ValueError(f"model={cfg.model!r} is not causal and cannot be a language model; "
+  if cfg.head not in family.supported_heads:
+    if cfg.head == 'lm' and family.build is not None:
+      raise ValueError(f'model={cfg.model!r} is not causal and cannot be a language model; '
                        f'choose one of {list(CAUSAL_MODELS)}')
-    if cfg.vocab_size == 0:
-      raise ValueError('head=lm needs token inputs (vocab_size > 0)')
-  if cfg.head == 'classifier' and cfg.num_classes < 1:
-    raise ValueError(f'num_classes={cfg.num_classes} must be >= 1 (1 = regression)')
-  if cfg.backbone == 'stacked' and cfg.model not in ('lstm', 'bilstm', 'gru'):
+    builders = [n for n, f in FAMILIES.items() if cfg.head in f.supported_heads]
+    raise ValueError(f'model={cfg.model!r} builds head={list(family.supported_heads)}, '
+                     f'not {cfg.head!r} (built by model={builders})')
+  if cfg.head == 'seq2seq' and (cfg.vocab_size == 0 or cfg.tgt_vocab_size == 0):
+    raise ValueError('head=seq2seq needs vocab_size (source) and tgt_vocab_size > 0')
+  if cfg.head == 'lm' and cfg.vocab_size == 0:
+    raise ValueError('head=lm needs token inputs (vocab_size > 0)')
+  if cfg.backbone == 'stacked' and family.stacked is None:
     raise ValueError(f"backbone='stacked' is a plain recurrent stack; model={cfg.model!r} "
                      "needs backbone='residual'")
-  if cfg.model == 'transformer' and cfg.d_model % cfg.num_heads:
-    raise ValueError(f'd_model={cfg.d_model} must be divisible by num_heads={cfg.num_heads}')
-  if cfg.model == 'bilstm' and cfg.backbone == 'residual' and cfg.d_model % 2:
-    raise ValueError(f'd_model={cfg.d_model} must be even for a residual bilstm '
-                     '(each direction gets d_model/2)')
-  if cfg.model == 'transformer' and cfg.positions == 'rope' and (cfg.d_model //
-                                                                  cfg.num_heads) % 2:
-    raise ValueError('positions=rope needs an even head width d_model/num_heads')
-  if cfg.model == 's4d' and cfg.s4d_state_size % 2:
-    raise ValueError(f's4d_state_size={cfg.s4d_state_size} must be even (conjugate pairs)')
+  check_impl(cfg.impl, all_switches())
+  if family.check is not None:
+    family.check(cfg)
+  if cfg.backbone == 'residual' and family.build is not None:
+    # Each layer checks its own attributes, which carry the fields' names; building the
+    # unbound modules is cheap (no parameters, nothing traced).
+    for layer in range(cfg.num_layers):
+      family.build(cfg, family.runs_causal(cfg), layer).check()

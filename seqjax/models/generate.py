@@ -39,7 +39,7 @@ def generate(model: CausalLM, params, prompt: Array, num_steps: int, rng: Array,
   ``prompt_len + num_steps <= max_len`` (its KV-cache size).
   """
   total = prompt.shape[1] + num_steps
-  if model.cfg.model == 'transformer' and total > model.cfg.max_len:
+  if model.cfg.family.bounded_stream and total > model.cfg.max_len:
     raise ValueError(f'prompt ({prompt.shape[1]}) + num_steps ({num_steps}) = {total} '
                      f'exceeds the KV cache (max_len={model.cfg.max_len})')
   variables = {'params': params}

@@ -22,8 +22,8 @@ import jax.numpy as jnp
 
 from seqjax.layers.bahdanau import BahdanauAttention
 from seqjax.layers.lstm import LSTM, LSTMCell
+from seqjax.layers.pooling import pool
 from seqjax.models.backbone import InputEmbedding
-from seqjax.models.classifier import pool
 from seqjax.models.config import ModelConfig
 
 Array = jax.Array
@@ -49,8 +49,7 @@ class EncoderDecoder(nn.Module):
     self.src_embed = InputEmbedding(cfg, emb, zero_padding=True)
     self.encoder = LSTM(emb, hidden, num_layers=cfg.num_layers,
                         bidirectional=cfg.bidirectional_encoder, dropout=cfg.dropout,
-                        hoist_input_projection=cfg.hoist_input_projection,
-                        dtype=cfg.compute_dtype)
+                        impl=cfg.impl, dtype=cfg.compute_dtype)
     self.bridge = nn.Dense(hidden, dtype=cfg.compute_dtype, name='bridge')
     self.tgt_embed = nn.Embed(cfg.tgt_vocab_size, emb,
                               embedding_init=nn.initializers.normal(1.0))

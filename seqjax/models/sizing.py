@@ -7,7 +7,6 @@ searches the residual width that brings a config closest to a target count; coun
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -30,9 +29,7 @@ def param_count(cfg: ModelConfig) -> int:
 
 def width_multiple(cfg: ModelConfig) -> int:
   """The step ``d_model`` must move in for ``cfg`` to stay valid (heads, halves)."""
-  if cfg.model == 'transformer':
-    return math.lcm(8, cfg.num_heads * 2)
-  return 8
+  return cfg.family.width_step(cfg)
 
 
 def match_d_model(cfg: ModelConfig, target_params: int, max_d_model: int = 8192

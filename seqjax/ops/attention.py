@@ -16,8 +16,10 @@ with ``-inf`` fills), in values and in gradients.
 The exact implementation materialises the ``[t_q, t_k]`` weight matrix (O(T²) memory, the
 article's comparison table). The memory-efficient chunked variant (online softmax over
 blocks, Rabe & Staats 2021) lives in ``seqjax.ops.chunked_attention``; ``attend`` picks
-either behind one ``(q, k, v, key_mask, causal) -> output`` contract. The chunked path
-cannot return the weight matrix, which is why ``attention_weights`` is a separate function.
+either behind one ``(q, k, v, key_mask, causal) -> output`` contract, and :data:`ATTENTION`
+is the implementation switch (site ``attention``, see ``seqjax.ops.switch``). The chunked
+path cannot return the weight matrix, which is why ``attention_weights`` is a separate
+function.
 """
 
 from __future__ import annotations
@@ -28,11 +30,26 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.ops.chunked_attention import chunked_attention
+from seqjax.ops.switch import Switch
 
 Array = jax.Array
 
 # Implementations ``attend`` dispatches to.
 ATTENTION_IMPLS = ('exact', 'chunked')
+
+
+def _attention_rule(platform: str, time: int | None) -> str:
+  """``auto`` is ``'exact'`` on every platform: only it returns the weights (the
+  interpretability experiment reads them) and applies attention-weight dropout. Chunked
+  attention is the opt-in for long sequences: at T=4096 on CPU it took 1/52 of the
+  temporary memory and ran 4.2x faster (BENCHMARKS.md, section 2)."""
+  del platform, time
+  return 'exact'
+
+
+ATTENTION = Switch('attention', ATTENTION_IMPLS, _attention_rule,
+                   'softmax attention: exact [T, T] weights or online softmax over blocks '
+                   '(O(T) memory); ops/attention.py')
 
 
 def attention_logits(q: Array, k: Array) -> Array:

@@ -1,8 +1,8 @@
-"""Diagonal linear recurrences ``h_t = a_t * h_{t-1} + b_t`` behind one backend switch.
+"""Diagonal linear recurrences ``h_t = a_t * h_{t-1} + b_t`` behind one switch (site ``scan``).
 
 Every linear state-space layer (S4D, Mamba, LRU/Griffin-style RNNs) reduces its sequence
-mixing to this elementwise recurrence, so it lives here once with interchangeable backends
-(the design follows recurrentgemma's ``scan.py``/``ScanType``):
+mixing to this elementwise recurrence, so it lives here once with interchangeable backends,
+chosen through :data:`SCAN` (see ``seqjax.ops.switch``):
 
 * ``'sequential'``: ``jax.lax.scan`` over time, O(T) depth, O(1) extra memory per step.
   It first moves time to the leading axis (and the result back): on CPU those two
@@ -16,7 +16,6 @@ mixing to this elementwise recurrence, so it lives here once with interchangeabl
   paying off on accelerators with long sequences (Smith et al. 2023, "Simplified State
   Space Layers", sec. 2.2; Gu & Dao 2023, sec. 3.3). Its compiled program has one block
   per recursion level, so it grows like log T (never like T).
-
 * ``'chunked'``: a ``fori_loop`` over chunks of ``chunk_size`` steps (default 1) that
   carries the state and updates the output buffer in place: each iteration slices its
   chunk of ``a`` and of the buffer along ``axis`` (no transposes), advances the chunk's
@@ -28,25 +27,11 @@ mixing to this elementwise recurrence, so it lives here once with interchangeabl
   the adjoint recurrence as one more chunked scan backwards in time (autodiff of the loop
   would accumulate a full-size cotangent per iteration: O(T^2)); like every custom VJP it
   supports reverse mode (``jax.grad``, ``jax.vjp``, also nested), not ``jax.jvp``.
-  Why one step per chunk: an XLA:CPU loop iteration costs about 2 us here, while a fused
-  chunk of C steps recomputes the chain for each of its C outputs (C(C+1)/2 multiply-adds
-  per C elements), so larger chunks were no faster (2) or slower (4, 8, 16) at the
-  benchmarked shapes (see :func:`select_backend`). Also measured slower on CPU, B=8,
-  T=4096, D=256 float32, as a fraction of the ``a*b+c`` bandwidth (loaded machine, same
-  run): ``lax.scan`` over
-  chunks with stacked outputs (transposes in and out) 0.13-0.16; ``lax.scan(unroll=8)``
-  0.19; an associative scan within chunks; a two-pass scheme (chunk summaries in one
-  parallel kernel, carries, then all chunks advanced together) 0.44-0.75 vs 0.47-0.73
-  for this loop over three runs, i.e. no better although its big kernels use both cores
-  (it moves about twice the bytes). The loop itself is the limit: the same ``fori_loop``
-  with the dependence removed (``out_t = 2 a_t + out_t``, same slices and bytes) took as
-  long as the scan (``frac_loop_bw`` 0.83-1.02 in ``scripts/benchmarks/scan.py``,
-  2026-11-24), so the recurrence costs nothing beyond XLA:CPU running a loop over time on
-  one core.
-* ``'auto'``: picks one of the above per platform (``jax.default_backend()``) and shape
-  in :func:`select_backend`, from the measurements recorded there.
-
-A backend is an enum member plus an entry in ``_BACKENDS``.
+  One step per chunk is the default because a fused chunk of C steps recomputes the chain
+  for each of its C outputs, and larger chunks measured no faster; the alternatives tried
+  (``lax.scan`` over chunks, unrolling, a two-pass scheme) and why the loop itself is the
+  limit on XLA:CPU are in BENCHMARKS.md ("Design measurements: linear scan").
+* ``'auto'``: :func:`select_backend` per platform and length.
 
 Broadcasting: ``a`` and ``b`` are broadcast against each other with NumPy rules (aligned
 from the right); ``axis`` indexes the broadcast shape. So a time-invariant ``a`` can be
@@ -59,75 +44,40 @@ dtype is the common dtype of ``a``, ``b`` and ``h0``.
 
 from __future__ import annotations
 
-import enum
 import functools
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from seqjax.ops.switch import AUTO, Switch
+
 Array = jax.Array
 
-
-class ScanBackend(str, enum.Enum):
-  """How ``linear_scan`` evaluates the recurrence (see the module docstring)."""
-
-  SEQUENTIAL = 'sequential'
-  ASSOCIATIVE = 'associative'
-  CHUNKED = 'chunked'
-  AUTO = 'auto'
-
-
 DEFAULT_CHUNK_SIZE = 1
+BACKENDS = ('sequential', 'associative', 'chunked')
 
 
-def select_backend(platform: str, time: int, size: int) -> ScanBackend:
-  """The concrete backend ``'auto'`` uses on ``platform`` for a scan of ``time`` steps
-  over ``size`` elements in total (the broadcast shape's size).
+def select_backend(platform: str, time: int | None) -> str:
+  """The backend ``'auto'`` uses on ``platform`` for a scan of ``time`` steps.
 
-  CPU: ``'chunked'`` (one step per chunk) at every measured shape, tiny ones included.
-  Median ms, ``scripts/benchmarks`` peers timed round-robin in one process on the shared
-  2-core CPU (2026-11-23, load average 7-12 from other jobs, so only ratios within a row
-  mean anything), float32 unless noted, B=8:
-
-  ===================  ==========  =========  =========  =========  =========  =======
-  T, D                 sequential  chunked 1  chunked 2  chunked 4  chunked 8  ``a*b+c``
-  ===================  ==========  =========  =========  =========  =========  =======
-  4096, 256            171         71         77         92         76         60
-  4096, 1024           791         358        303        407        477        293
-  4096, 16             1.31        0.88       0.94       1.21       1.05       0.46
-  256, 256             0.83        0.41       0.62       0.83       0.58       0.41
-  256, 16              0.08        0.06       0.06       0.11       0.10       0.12
-  4096, 256 complex64  392         200        163        200        210        123
-  ===================  ==========  =========  =========  =========  =========  =======
-
-  (``a*b+c`` over the same number of float32 values; the associative scan was 2-3x
-  slower than sequential everywhere.) Chunks of 1 and 2 are within the noise of each
-  other; 1 has no recomputation.
-  (``scripts/benchmarks/scan.py`` re-measures this table.) Other platforms were not
-  measured here: on GPU/TPU the associative scan's O(log T) depth is the usual choice
-  for long sequences (Smith et al. 2023; recurrentgemma resolves its AUTO scan the same
-  way), and a short scan stays sequential.
+  CPU: ``'chunked'`` (one step per chunk) at every measured shape, tiny ones included: it
+  took 0.4-0.75x the sequential scan's time from T=256 to 4096 and D=16 to 1024, float32
+  and complex64, and the associative scan was 2-3x slower than sequential everywhere
+  (table in BENCHMARKS.md, "Design measurements: linear scan"; ``scripts/benchmarks/
+  scan.py`` re-measures it). Other platforms were not measured here: on GPU/TPU the
+  associative scan's O(log T) depth is the usual choice for long sequences (Smith et al.
+  2023; recurrentgemma resolves its AUTO scan the same way), and a short (or unknown)
+  length stays sequential.
   """
-  del size  # no measured rule depends on it yet (it did for chunks of 8 steps)
   if platform == 'cpu':
-    return ScanBackend.CHUNKED
-  return ScanBackend.ASSOCIATIVE if time >= 256 else ScanBackend.SEQUENTIAL
+    return 'chunked'
+  return 'associative' if time is not None and time >= 256 else 'sequential'
 
 
-def resolve_backend(backend: str | ScanBackend) -> ScanBackend:
-  """Validates a backend name (str or enum) and returns the enum member.
-
-  Raises:
-    ValueError: ``backend`` is not one of the registered names.
-  """
-  try:
-    return ScanBackend(backend)
-  except ValueError:
-    choices = ', '.join(repr(b.value) for b in ScanBackend)
-    raise ValueError(
-        f'unknown scan backend {backend!r}; choose one of {choices}') from None
+SCAN = Switch('scan', BACKENDS, select_backend,
+              'linear recurrence h_t = a_t h_{t-1} + b_t (S4D scan form, Mamba materialised '
+              'form); ops/scan.py')
 
 
 def _sequential(a: Array, b: Array, h0: Array | None, reverse: bool,
@@ -290,16 +240,15 @@ def _chunked(a: Array, b: Array, h0: Array | None, reverse: bool, axis: int, *,
 
 # Each backend gets a, b at full rank (a may have size 1 on `axis`), h0 already broadcast
 # to the state shape or None for zeros, `reverse`, and a non-negative `axis`.
-_BACKENDS: dict[ScanBackend,
-                Callable[[Array, Array, Array | None, bool, int], Array]] = {
-    ScanBackend.SEQUENTIAL: _sequential,
-    ScanBackend.ASSOCIATIVE: _associative,
-    ScanBackend.CHUNKED: _chunked,
+_BACKENDS: dict[str, Callable[[Array, Array, Array | None, bool, int], Array]] = {
+    'sequential': _sequential,
+    'associative': _associative,
+    'chunked': _chunked,
 }
 
 
 def linear_scan(a: Array, b: Array, h0: Array | None = None, *, reverse: bool = False,
-                backend: str | ScanBackend = 'auto', axis: int = 1,
+                backend: str = AUTO, axis: int = 1,
                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> Array:
   """All states of the diagonal linear recurrence ``h_t = a_t * h_{t-1} + b_t``.
 
@@ -314,9 +263,9 @@ def linear_scan(a: Array, b: Array, h0: Array | None = None, *, reverse: bool = 
     h0: initial state, broadcastable to the broadcast shape of ``a``/``b`` without
       ``axis`` (e.g. ``[batch, ...]``).
     reverse: run from the last step to the first.
-    backend: ``'auto'`` (default: the fastest measured for this platform and shape,
-      see :func:`select_backend`), ``'sequential'``, ``'associative'`` or ``'chunked'``
-      (or a ``ScanBackend``). All compute the same function (tested to 1e-5).
+    backend: ``'auto'`` (default: the fastest measured for this platform and length,
+      see :func:`select_backend`), ``'sequential'``, ``'associative'`` or ``'chunked'``.
+      All compute the same function (tested to 1e-5).
     axis: time axis of the broadcast shape (negative values count from the end).
     chunk_size: steps per chunk of the ``'chunked'`` backend (positive; any ``T``).
 
@@ -329,7 +278,9 @@ def linear_scan(a: Array, b: Array, h0: Array | None = None, *, reverse: bool = 
     ValueError: unknown ``backend``, ``chunk_size < 1``, or ``a``/``b``/``h0`` shapes
       that do not broadcast.
   """
-  backend = resolve_backend(backend)
+  if backend != AUTO and backend not in BACKENDS:
+    raise ValueError(f'unknown scan backend {backend!r}; choose one of '
+                     f'{", ".join(map(repr, BACKENDS + (AUTO,)))}')
   if not (isinstance(chunk_size, int) and chunk_size >= 1):
     raise ValueError(f'chunk_size={chunk_size!r} must be a positive integer')
   a = jnp.asarray(a)
@@ -342,9 +293,9 @@ def linear_scan(a: Array, b: Array, h0: Array | None = None, *, reverse: bool = 
   b = jnp.broadcast_to(b.astype(dtype), shape)
   if h0 is not None:
     h0 = jnp.broadcast_to(jnp.asarray(h0, dtype), shape[:axis] + shape[axis + 1:])
-  if backend == ScanBackend.AUTO:
-    backend = select_backend(jax.default_backend(), shape[axis], math.prod(shape))
-  if backend == ScanBackend.CHUNKED:
+  if backend == AUTO:
+    backend = select_backend(jax.default_backend(), shape[axis])
+  if backend == 'chunked':
     return _chunked(a, b, h0, reverse, axis, chunk_size=chunk_size)
   return _BACKENDS[backend](a, b, h0, reverse, axis)
 

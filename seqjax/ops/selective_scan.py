@@ -34,16 +34,14 @@ recomputes each chunk's states from its start state and runs the adjoint recurre
     du_t       = delta_t * sum_n lam_t * B_t      (+ D dy_t, through autodiff)
     dB_t       = sum_e lam_t[:, e] * delta_t[:, e] * u_t[:, e]
 
-``D * u`` is outside the custom rule, so autodiff handles it. Why a custom VJP rather
-than ``jax.checkpoint`` on the chunk body: both keep the same residuals, but XLA:CPU
-compiled the autodiff of the unrolled chunk poorly; on ``B=1, T=1024, E=512, N=16``
-(forward + backward, same process, shared 2-core CPU) the times relative to the
-reference were 0.10 (custom VJP, K=16), 0.25 (checkpointed chunk with an inner
-``lax.scan``, K=32) and 0.45-1.07 (checkpointed unrolled chunks, K=8-32). K=12-24 were
-within noise of each other at T=2048 (0.14-0.17); 16 is the default. In a whole Mamba
-block (``d_model=256``, ``E=512``, forward + backward) the fused scan took 0.26-0.38x the
-time of the materialised one at T=1024-2048 (``scripts/benchmarks/mamba_vs_transformer``).
-The custom rule supports reverse mode only (``jax.grad``/``vjp``), not ``jax.jvp``.
+``D * u`` is outside the custom rule, so autodiff handles it. A custom VJP rather than
+``jax.checkpoint`` on the chunk body: both keep the same residuals, but XLA:CPU compiled the
+autodiff of the unrolled chunk poorly (2.5-11x slower); ``K = 16`` sits in a flat optimum
+(figures in BENCHMARKS.md, "Design measurements: selective scan"). The custom rule
+supports reverse mode only (``jax.grad``/``vjp``), not ``jax.jvp``.
+
+:data:`SELECTIVE_SCAN` is the implementation switch between the two (site
+``selective_scan``, see ``seqjax.ops.switch``).
 """
 
 from __future__ import annotations
@@ -54,10 +52,20 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.ops.scan import linear_scan
+from seqjax.ops.switch import Switch
 
 Array = jax.Array
 
 DEFAULT_CHUNK_SIZE = 16
+
+# ``auto`` is the fused scan on every platform: in a whole Mamba block (d_model=256,
+# forward + backward) it took 0.26-0.38x the materialised path's time on CPU at
+# T=1024-2048 (BENCHMARKS.md, section 4). Not measured on accelerators.
+SELECTIVE_SCAN = Switch('selective_scan', ('fused', 'materialized'),
+                        lambda platform, time: 'fused',
+                        "Mamba's selective scan: fused (chunked, custom VJP, never "
+                        '[B, T, E, N]) or materialised through linear_scan; '
+                        'ops/selective_scan.py')
 
 
 def selective_scan_reference(u: Array, delta: Array, a: Array, b: Array, c: Array,

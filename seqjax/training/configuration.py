@@ -10,13 +10,12 @@ import json
 from typing import Any
 
 from seqjax.data.spec import TaskSpec
-from seqjax.models.config import MODEL_NAMES, ModelConfig
+from seqjax.models.config import ModelConfig, Role, field_names, upgrade
+from seqjax.models.families import MODEL_NAMES
 from seqjax.training.errors import ConfigMismatchError, UserError
 
 # ModelConfig fields that change how a model computes but not its parameters.
-NON_SHAPE_FIELDS = frozenset({'dropout', 'dtype', 'attention_impl', 'attention_chunk',
-                              'scan_backend', 's4d_mode', 'mamba_scan_impl',
-                              'hoist_input_projection'})
+NON_SHAPE_FIELDS = frozenset(field_names(Role.IMPLEMENTATION))
 SCHEDULES = ('cosine', 'constant')
 
 
@@ -94,7 +93,8 @@ def shape_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[
 
 
 def check_same_shape(saved_model_cfg: dict[str, Any], cfg: ModelConfig, workdir: str) -> None:
-  diffs = shape_differences(saved_model_cfg, cfg.to_dict())
+  # A config saved by an older version is compared in today's field names.
+  diffs = shape_differences(upgrade(saved_model_cfg), cfg.to_dict())
   if diffs:
     raise ConfigMismatchError(
         f'workdir {workdir} holds a run of a different model ({"; ".join(diffs)}); use a '

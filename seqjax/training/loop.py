@@ -33,7 +33,8 @@ from seqjax.data.pipeline import make_eval_iterator, make_iterator
 from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model, example_inputs
-from seqjax.training import configuration, losses, mesh as mesh_lib, optimizer as opt_lib
+from seqjax.training import configuration, fault_injection, losses, mesh as mesh_lib
+from seqjax.training import optimizer as opt_lib
 from seqjax.training.checkpointing import Checkpointer
 from seqjax.training.errors import NonFiniteLossError, UserError
 from seqjax.training.metrics_writer import MetricsWriter
@@ -170,7 +171,7 @@ def train(config, workdir: str) -> dict[str, Any]:
 
   train_step = jax.jit(
       make_train_step(model, spec.kind, model_cfg.num_classes, optimizer, schedule,
-                      config.grad_accum_steps, config.nan_at_step),
+                      config.grad_accum_steps, fault_injection.nan_at_step()),
       in_shardings=(shardings, batch_sh), out_shardings=(shardings, repl),
       donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model, spec.kind, model_cfg.num_classes),
@@ -249,7 +250,7 @@ def train(config, workdir: str) -> dict[str, Any]:
           window['t0'] += time.perf_counter() - t_eval
         if do_save:
           save(step, val if do_eval else None)
-        if step == config.kill_at_step:
+        if step == fault_injection.kill_at_step():
           os.kill(os.getpid(), signal.SIGKILL)
     finally:
       # Let an in-flight async save finish so the last good checkpoint is complete.
@@ -280,8 +281,8 @@ def load_for_inference(workdir: str, which: str | int = 'best'):
   (``best``/``latest``/a step), restoring parameters only (no optimizer state)."""
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   if not os.path.isdir(directory):
-    raise UserError(f'no checkpoints in {directory}; train first with experiments/train.py '
-                    f'--workdir={workdir}')
+    raise UserError(f'no checkpoints in {directory}; train first with python -m '
+                    f'experiments.train --workdir={workdir}')
   best = None
   cfg_path = os.path.join(workdir, 'config.json')
   if os.path.exists(cfg_path):

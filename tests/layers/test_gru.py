@@ -1,4 +1,4 @@
-"""GRU against a NumPy transcription of PyTorch's nn.GRU equations."""
+"""GRU against a NumPy transcription of PyTorch's nn.GRU equations (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -16,79 +16,37 @@ from seqjax.layers.gru import (GRU, GRUCell, gru_cell_params_from_torch,
 IN, H = 4, 5
 
 
-def torch_weights(rng, input_size, hidden, num_layers, bidirectional):
+def torch_weights(torch_rnn, rng, num_layers, bidirectional):
   """Random weights in PyTorch's nn.GRU state-dict layout (gate blocks r, z, n)."""
-  w = {}
-  for k in range(num_layers):
-    width = input_size if k == 0 else hidden * (2 if bidirectional else 1)
-    for sfx in ([f'_l{k}', f'_l{k}_reverse'] if bidirectional else [f'_l{k}']):
-      w[f'weight_ih{sfx}'] = rng.uniform(-0.7, 0.7, (3 * hidden, width))
-      w[f'weight_hh{sfx}'] = rng.uniform(-0.7, 0.7, (3 * hidden, hidden))
-      w[f'bias_ih{sfx}'] = rng.uniform(-0.7, 0.7, (3 * hidden,))
-      w[f'bias_hh{sfx}'] = rng.uniform(-0.7, 0.7, (3 * hidden,))
-  return {k: v.astype(np.float32) for k, v in w.items()}
+  return torch_rnn.weights(rng, 3, IN, H, num_layers, bidirectional, scale=0.7)
 
 
-def sigmoid(v):
-  return 1.0 / (1.0 + np.exp(-v))
-
-
-def np_gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
-  """PyTorch's GRU equations, gate by gate (float64)."""
-  hidden = len(h)
-  blk = lambda a, j: a[j * hidden:(j + 1) * hidden]
-  r = sigmoid(blk(w_ih, 0) @ x + blk(b_ih, 0) + blk(w_hh, 0) @ h + blk(b_hh, 0))
-  z = sigmoid(blk(w_ih, 1) @ x + blk(b_ih, 1) + blk(w_hh, 1) @ h + blk(b_hh, 1))
-  n = np.tanh(blk(w_ih, 2) @ x + blk(b_ih, 2) + r * (blk(w_hh, 2) @ h + blk(b_hh, 2)))
-  return (1 - z) * n + z * h
-
-
-def np_gru(x, w, num_layers, bidirectional):
-  """Stacked (bi)GRU over one unpadded sequence ``x`` [T, in]; returns (y, h_n list)."""
-  w = {k: v.astype(np.float64) for k, v in w.items()}
-  inp, h_n = x.astype(np.float64), []
-  for k in range(num_layers):
-    outs = []
-    for rev in ([False, True] if bidirectional else [False]):
-      sfx = f'_l{k}' + ('_reverse' if rev else '')
-      args = [w[f'{n}{sfx}'] for n in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
-      h = np.zeros(args[1].shape[1])
-      out = np.zeros((len(inp), len(h)))
-      for t in (reversed(range(len(inp))) if rev else range(len(inp))):
-        h = np_gru_step(inp[t], h, *args)
-        out[t] = h
-      outs.append(out)
-      h_n.append(h)
-    inp = np.concatenate(outs, axis=-1)
-  return inp, h_n
-
-
-@pytest.mark.parametrize('num_layers,bidirectional,hoist',
-                         [(2, True, True), (2, False, False)])
-def test_matches_numpy_reference_on_padded_batch(num_layers, bidirectional, hoist):
+@pytest.mark.parametrize('num_layers,bidirectional,impl',
+                         [(2, True, 'rnn:hoisted'), (2, False, 'auto')])
+def test_matches_numpy_reference_on_padded_batch(num_layers, bidirectional, impl,
+                                                 torch_rnn):
   rng = np.random.default_rng(0)
-  w = torch_weights(rng, IN, H, num_layers, bidirectional)
+  w = torch_weights(torch_rnn, rng, num_layers, bidirectional)
   lengths = [8, 2, 5]
   x = rng.normal(size=(3, 8, IN)).astype(np.float32)
   mask = np.arange(8)[None, :] < np.asarray(lengths)[:, None]
-  model = GRU(IN, H, num_layers=num_layers, bidirectional=bidirectional,
-              hoist_input_projection=hoist)
+  model = GRU(IN, H, num_layers=num_layers, bidirectional=bidirectional, impl=impl)
   params = gru_params_from_torch(w, num_layers=num_layers, bidirectional=bidirectional)
   apply = jax.jit(functools.partial(model.apply, return_final_state=True))
   y, state = apply({'params': params}, x, mask)
   dirs = ('fwd', 'bwd') if bidirectional else ('fwd',)
   h_n = [np.asarray(layer[d]) for layer in state for d in dirs]
   for b, n in enumerate(lengths):
-    ref_y, ref_h = np_gru(x[b, :n], w, num_layers, bidirectional)
+    ref_y, ref_h = torch_rnn.stack(x[b, :n], w, 'gru', num_layers, bidirectional)
     np.testing.assert_allclose(y[b, :n], ref_y, atol=1e-5)
     np.testing.assert_array_equal(y[b, n:], 0.0)
     for got, ref in zip(h_n, ref_h):
       np.testing.assert_allclose(got[b], ref, atol=1e-5)
 
 
-def test_gru_cell_converter_and_nn_scan_equal_layer():
+def test_gru_cell_converter_and_nn_scan_equal_layer(torch_rnn):
   rng = np.random.default_rng(1)
-  w = torch_weights(rng, IN, H, 1, False)
+  w = torch_weights(torch_rnn, rng, 1, False)
   x = rng.normal(size=(2, 6, IN)).astype(np.float32)
   cell_params = gru_cell_params_from_torch({k.replace('_l0', ''): v for k, v in w.items()})
   layer_params = gru_params_from_torch(w, num_layers=1, bidirectional=False)
@@ -103,14 +61,14 @@ def test_gru_cell_converter_and_nn_scan_equal_layer():
       {'params': layer_params}, x)
   np.testing.assert_allclose(ys, y, atol=1e-6)
   np.testing.assert_allclose(h, state[0]['fwd'], atol=1e-6)
-  ref, _ = np_gru(x[1], w, 1, False)
+  ref, _ = torch_rnn.stack(x[1], w, 'gru', 1, False)
   np.testing.assert_allclose(ys[1], ref, atol=1e-5)
   cell_init = jax.eval_shape(GRUCell(IN, H).init, jax.random.key(0), h0, x[:, 0])['params']
   assert jax.tree.map(jnp.shape, cell_init) == jax.tree.map(jnp.shape, cell_params)
 
 
-def test_converter_layout_matches_init_and_rejects_bad_keys():
-  w = torch_weights(np.random.default_rng(2), IN, H, 2, False)
+def test_converter_layout_matches_init_and_rejects_bad_keys(torch_rnn):
+  w = torch_weights(torch_rnn, np.random.default_rng(2), 2, False)
   params = gru_params_from_torch(w, num_layers=2, bidirectional=False)
   init = jax.eval_shape(GRU(IN, H, num_layers=2).init, jax.random.key(0),
                         jnp.zeros((1, 2, IN)))['params']

@@ -1,4 +1,7 @@
-"""LSTM against a NumPy transcription of PyTorch's nn.LSTM equations, plus its invariants."""
+"""LSTM against a NumPy transcription of PyTorch's nn.LSTM equations (tests/conftest.py),
+plus what is special to a stacked LSTM (final states, the cell, the converters).
+Streaming, causality and padding of the mixer are the mixer contract's
+(tests/layers/test_mixer_contract.py)."""
 
 from __future__ import annotations
 
@@ -16,53 +19,9 @@ from seqjax.layers.lstm import (LSTM, LSTMCell, lstm_cell_params_from_torch,
 IN, H = 5, 6
 
 
-def torch_weights(rng, input_size, hidden, num_layers, bidirectional):
+def torch_weights(torch_rnn, rng, num_layers, bidirectional):
   """Random weights in PyTorch's nn.LSTM state-dict layout (gate blocks i, f, g, o)."""
-  w = {}
-  for k in range(num_layers):
-    width = input_size if k == 0 else hidden * (2 if bidirectional else 1)
-    for sfx in ([f'_l{k}', f'_l{k}_reverse'] if bidirectional else [f'_l{k}']):
-      w[f'weight_ih{sfx}'] = rng.uniform(-0.6, 0.6, (4 * hidden, width))
-      w[f'weight_hh{sfx}'] = rng.uniform(-0.6, 0.6, (4 * hidden, hidden))
-      w[f'bias_ih{sfx}'] = rng.uniform(-0.6, 0.6, (4 * hidden,))
-      w[f'bias_hh{sfx}'] = rng.uniform(-0.6, 0.6, (4 * hidden,))
-  return {k: v.astype(np.float32) for k, v in w.items()}
-
-
-def sigmoid(v):
-  return 1.0 / (1.0 + np.exp(-v))
-
-
-def np_lstm_direction(x, w_ih, w_hh, b_ih, b_hh, reverse):
-  """One direction over one unpadded sequence ``x`` [T, in]; float64, PyTorch layout."""
-  hidden = w_hh.shape[1]
-  h, c = np.zeros(hidden), np.zeros(hidden)
-  out = np.zeros((len(x), hidden))
-  for t in (reversed(range(len(x))) if reverse else range(len(x))):
-    z = w_ih @ x[t] + b_ih + w_hh @ h + b_hh
-    i, f, g, o = np.split(z, 4)  # PyTorch's gate order
-    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-    h = sigmoid(o) * np.tanh(c)
-    out[t] = h
-  return out, h, c
-
-
-def np_lstm(x, w, num_layers, bidirectional):
-  """Stacked (bi)LSTM over one sequence; returns (y [T, D*H], h_n, c_n) as PyTorch,
-  h_n/c_n lists ordered (layer 0 fwd, layer 0 bwd, layer 1 fwd, ...)."""
-  w = {k: v.astype(np.float64) for k, v in w.items()}
-  inp, h_n, c_n = x.astype(np.float64), [], []
-  for k in range(num_layers):
-    outs = []
-    for rev in ([False, True] if bidirectional else [False]):
-      sfx = f'_l{k}' + ('_reverse' if rev else '')
-      out, h, c = np_lstm_direction(inp, w[f'weight_ih{sfx}'], w[f'weight_hh{sfx}'],
-                                    w[f'bias_ih{sfx}'], w[f'bias_hh{sfx}'], rev)
-      outs.append(out)
-      h_n.append(h)
-      c_n.append(c)
-    inp = np.concatenate(outs, axis=-1)
-  return inp, h_n, c_n
+  return torch_rnn.weights(rng, 4, IN, H, num_layers, bidirectional)
 
 
 def flat_final(state, bidirectional):
@@ -79,35 +38,36 @@ def padded_batch(rng, lengths, time, width):
   return np.where(mask[..., None], x, 0.0).astype(np.float32), mask
 
 
-@pytest.mark.parametrize('num_layers,bidirectional,hoist',
-                         [(1, False, False), (2, False, True), (2, True, False)])
-def test_matches_numpy_reference_on_padded_batch(num_layers, bidirectional, hoist):
+@pytest.mark.parametrize('num_layers,bidirectional,impl',
+                         [(1, False, 'auto'), (2, False, 'rnn:hoisted'),
+                          (2, True, 'rnn:autodiff')])
+def test_matches_numpy_reference_on_padded_batch(num_layers, bidirectional, impl,
+                                                 torch_rnn):
   rng = np.random.default_rng(0)
-  w = torch_weights(rng, IN, H, num_layers, bidirectional)
+  w = torch_weights(torch_rnn, rng, num_layers, bidirectional)
   lengths = [9, 5, 1]
   x, mask = padded_batch(rng, lengths, 9, IN)
-  model = LSTM(IN, H, num_layers=num_layers, bidirectional=bidirectional,
-               hoist_input_projection=hoist)
+  model = LSTM(IN, H, num_layers=num_layers, bidirectional=bidirectional, impl=impl)
   params = lstm_params_from_torch(w, num_layers=num_layers, bidirectional=bidirectional)
   apply = jax.jit(functools.partial(model.apply, return_final_state=True))
   y, state = apply({'params': params}, x, mask)
   hs, cs = flat_final(state, bidirectional)
   for b, n in enumerate(lengths):
-    ref_y, ref_h, ref_c = np_lstm(x[b, :n], w, num_layers, bidirectional)
+    ref_y, ref_finals = torch_rnn.stack(x[b, :n], w, 'lstm', num_layers, bidirectional)
     np.testing.assert_allclose(y[b, :n], ref_y, atol=1e-5)
     np.testing.assert_array_equal(y[b, n:], 0.0)  # padded outputs are exactly zero
-    for got, ref in zip(hs, ref_h):
-      np.testing.assert_allclose(got[b], ref, atol=1e-5)
-    for got, ref in zip(cs, ref_c):
-      np.testing.assert_allclose(got[b], ref, atol=1e-5)
+    for got_h, got_c, (ref_h, ref_c) in zip(hs, cs, ref_finals):
+      np.testing.assert_allclose(got_h[b], ref_h, atol=1e-5)
+      np.testing.assert_allclose(got_c[b], ref_c, atol=1e-5)
 
 
-def test_bidirectional_padded_batch_equals_each_sequence_alone():
+def test_bidirectional_padded_batch_equals_each_sequence_alone(torch_rnn):
+  """Outputs and final states of a 2-layer stack (the contract checks one layer)."""
   rng = np.random.default_rng(1)
   model = LSTM(IN, H, num_layers=2, bidirectional=True)
   lengths = [8, 3]
   x, mask = padded_batch(rng, lengths, 8, IN)
-  variables = {'params': lstm_params_from_torch(torch_weights(rng, IN, H, 2, True),
+  variables = {'params': lstm_params_from_torch(torch_weights(torch_rnn, rng, 2, True),
                                                 num_layers=2, bidirectional=True)}
   apply = jax.jit(functools.partial(model.apply, return_final_state=True))
   y, state = apply(variables, x, mask)
@@ -118,28 +78,11 @@ def test_bidirectional_padded_batch_equals_each_sequence_alone():
                  state, state_alone)
 
 
-def test_unidirectional_is_causal_by_perturbation():
-  model = LSTM(IN, H, num_layers=2)
-  assert model.is_causal and not LSTM(IN, H, bidirectional=True).is_causal
-  rng = np.random.default_rng(2)
-  x = rng.normal(size=(2, 10, IN)).astype(np.float32)
-  variables = {'params': lstm_params_from_torch(torch_weights(rng, IN, H, 2, False),
-                                                num_layers=2, bidirectional=False)}
-  apply = jax.jit(model.apply)
-  y = apply(variables, x)
-  for t in (0, 4, 8):
-    x2 = x.copy()
-    x2[:, t + 1:] += rng.normal(size=x2[:, t + 1:].shape).astype(np.float32)
-    y2 = apply(variables, x2)
-    np.testing.assert_array_equal(y2[:, :t + 1], y[:, :t + 1])
-    assert not np.allclose(y2[:, t + 1:], y[:, t + 1:])
-
-
-def test_lstm_cell_under_nn_scan_equals_layer():
+def test_lstm_cell_under_nn_scan_equals_layer(torch_rnn):
   rng = np.random.default_rng(5)
   x = rng.normal(size=(3, 7, IN)).astype(np.float32)
   layer = LSTM(IN, H)
-  params = lstm_params_from_torch(torch_weights(rng, IN, H, 1, False), num_layers=1,
+  params = lstm_params_from_torch(torch_weights(torch_rnn, rng, 1, False), num_layers=1,
                                   bidirectional=False)
   scanned = nn.scan(LSTMCell, variable_broadcast='params', split_rngs={'params': False},
                     in_axes=1, out_axes=1)(IN, H)
@@ -157,26 +100,26 @@ def test_lstm_cell_under_nn_scan_equals_layer():
   assert jax.tree.map(jnp.shape, cell_init) == jax.tree.map(jnp.shape, dict(cell_params))
 
 
-def test_lstm_cell_converter_matches_numpy_step():
+def test_lstm_cell_converter_matches_numpy_step(torch_rnn):
   rng = np.random.default_rng(3)
-  w = {k.replace('_l0', ''): v for k, v in torch_weights(rng, IN, H, 1, False).items()}
+  w = {k.replace('_l0', ''): v
+       for k, v in torch_weights(torch_rnn, rng, 1, False).items()}
   x = rng.normal(size=(2, IN)).astype(np.float32)
   h0 = rng.normal(size=(2, H)).astype(np.float32)
   c0 = rng.normal(size=(2, H)).astype(np.float32)
   params = lstm_cell_params_from_torch(w)
   (h, c), y = LSTMCell(IN, H).apply({'params': params}, (h0, c0), x)
+  args = [np.float64(w[n]) for n in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
   for b in range(2):
-    z = (w['weight_ih'] @ x[b] + w['bias_ih'] + w['weight_hh'] @ h0[b] + w['bias_hh'])
-    i, f, g, o = np.split(z.astype(np.float64), 4)
-    c_ref = sigmoid(f) * c0[b] + sigmoid(i) * np.tanh(g)
+    h_ref, c_ref = torch_rnn.lstm_step(x[b], (h0[b], c0[b]), *args)
     np.testing.assert_allclose(c[b], c_ref, atol=1e-5)
-    np.testing.assert_allclose(h[b], sigmoid(o) * np.tanh(c_ref), atol=1e-5)
+    np.testing.assert_allclose(h[b], h_ref, atol=1e-5)
   np.testing.assert_array_equal(y, h)
 
 
-def test_converter_layout_matches_init_and_rejects_bad_keys():
+def test_converter_layout_matches_init_and_rejects_bad_keys(torch_rnn):
   rng = np.random.default_rng(4)
-  w = torch_weights(rng, IN, H, 2, True)
+  w = torch_weights(torch_rnn, rng, 2, True)
   params = lstm_params_from_torch(w, num_layers=2, bidirectional=True)
   init = jax.eval_shape(LSTM(IN, H, num_layers=2, bidirectional=True).init,
                         jax.random.key(0), jnp.zeros((1, 2, IN)))['params']
@@ -197,7 +140,7 @@ def test_converter_layout_matches_init_and_rejects_bad_keys():
     lstm_cell_params_from_torch({'weight_ih': w['weight_ih_l0']})
 
 
-def test_bad_arguments_and_non_streamable():
+def test_bad_arguments():
   x = jnp.zeros((1, 3, IN))
   init = lambda model, x: jax.eval_shape(model.init, jax.random.key(0), x)
   with pytest.raises(ValueError, match='dropout'):
@@ -206,11 +149,5 @@ def test_bad_arguments_and_non_streamable():
     init(LSTM(IN, H, num_layers=0), x)
   with pytest.raises(ValueError, match='input_size'):
     init(LSTM(IN, H, num_layers=2), jnp.zeros((1, 3, IN + 1)))
-  bi = LSTM(IN, H, bidirectional=True)
-  with pytest.raises(NotImplementedError):
-    bi.init_state(1)
-  variables = {'params': lstm_params_from_torch(
-      torch_weights(np.random.default_rng(0), IN, H, 1, True), num_layers=1,
-      bidirectional=True)}
-  with pytest.raises(NotImplementedError):
-    bi.apply(variables, None, x[:, 0], method=LSTM.step)
+  with pytest.raises(ValueError, match=r'rnn:hoist is not valid; choose rnn:fused \| '):
+    init(LSTM(IN, H, impl='rnn:hoist'), x)

@@ -1,4 +1,7 @@
-"""Tests for seqjax.layers.s4d against the S4D convolution kernel (Gu et al. 2022)."""
+"""Tests for seqjax.layers.s4d against the S4D convolution kernel (Gu et al. 2022).
+
+Streaming, causality, padding and compile size are the mixer contract's
+(tests/layers/test_mixer_contract.py); this file keeps what is special to S4D."""
 
 from __future__ import annotations
 
@@ -38,33 +41,33 @@ def np_s4d_conv(params, x):
 
 
 # The parallel paths: FFT convolution with the SSM kernel, and the recurrence on each scan
-# backend.
-PATHS = {'convolution': {'parallel_mode': 'convolution'},
-         'sequential': {'parallel_mode': 'scan', 'scan_backend': 'sequential'},
-         'associative': {'parallel_mode': 'scan', 'scan_backend': 'associative'},
-         'chunked': {'parallel_mode': 'scan', 'scan_backend': 'chunked'}}
+# backend (values of the implementation switch).
+PATHS = {'convolution': 's4d:convolution',
+         'sequential': 's4d:scan,scan:sequential',
+         'associative': 's4d:scan,scan:associative',
+         'chunked': 's4d:scan,scan:chunked'}
 
 
 @functools.lru_cache(maxsize=None)
-def _init(a_init: str = 'lin'):
+def _init(s4d_init: str = 'lin'):
   """Init params for one A initialisation (jitted once: eager Flax init is slow)."""
-  model = S4D(D_MODEL, N_STATE, a_init=a_init)
+  model = S4D(D_MODEL, N_STATE, s4d_init=s4d_init)
   return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
 
 
-def _params(seed: int, a_init: str = 'lin'):
+def _params(seed: int, s4d_init: str = 'lin'):
   """Init params moved off their structured values (B = 1, Re A = -1/2, ...) with NumPy
   noise, so every entry of every param matters in the comparisons."""
   rng = np.random.default_rng(seed)
   return jax.tree.map(
       lambda v: jnp.asarray(v + 0.3 * rng.normal(size=v.shape), jnp.float32),
-      _init(a_init))
+      _init(s4d_init))
 
 
 @functools.lru_cache(maxsize=None)
 def _forward(path: str):
   """Jitted parallel forward; params do not depend on the path, so any init fits."""
-  model = S4D(D_MODEL, N_STATE, **PATHS[path])
+  model = S4D(D_MODEL, N_STATE, impl=PATHS[path])
   return model, jax.jit(model.apply)
 
 
@@ -73,10 +76,10 @@ def _x(seed=0, time=TIME):
 
 
 @pytest.mark.parametrize('path', PATHS)
-@pytest.mark.parametrize('a_init', ['lin', 'inv'])
-def test_parallel_matches_convolution_kernel(path, a_init):
+@pytest.mark.parametrize('s4d_init', ['lin', 'inv'])
+def test_parallel_matches_convolution_kernel(path, s4d_init):
   _, fwd = _forward(path)
-  params = _params(1, a_init)
+  params = _params(1, s4d_init)
   x = _x()
   want = np_s4d_conv(params, x)
   np.testing.assert_allclose(np.asarray(fwd(params, x)), want, rtol=1e-5, atol=1e-5)
@@ -86,9 +89,9 @@ def test_init_values_follow_the_paper():
   n = np.arange(N_STATE // 2)
   dt_min, dt_max = S4D.dt_min, S4D.dt_max  # the defaults, 1e-3 and 1e-1
   assert (dt_min, dt_max) == (1e-3, 1e-1)
-  for a_init, imag in [('lin', np.pi * n),
-                       ('inv', N_STATE / np.pi * (N_STATE / (2 * n + 1) - 1))]:
-    p = _init(a_init)['params']
+  for s4d_init, imag in [('lin', np.pi * n),
+                         ('inv', N_STATE / np.pi * (N_STATE / (2 * n + 1) - 1))]:
+    p = _init(s4d_init)['params']
     np.testing.assert_allclose(p['A_imag'], np.broadcast_to(imag, (D_MODEL, n.size)),
                                rtol=1e-6)
     # Re(A) = -exp(log_A_real) = -1/2.
@@ -120,7 +123,7 @@ def test_parallel_paths_agree_with_gradients():
   x = _x(3, time=37)
 
   def loss(path):
-    model = S4D(D_MODEL, N_STATE, **PATHS[path])
+    model = S4D(D_MODEL, N_STATE, impl=PATHS[path])
     return jax.jit(jax.value_and_grad(
         lambda p, x: jnp.sum(jnp.sin(model.apply(p, x))), argnums=(0, 1)))
 
@@ -132,67 +135,15 @@ def test_parallel_paths_agree_with_gradients():
       np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * float(np.abs(r).max()))
 
 
-def test_streaming_equals_parallel():
-  """Token-by-token step from init_state equals the parallel mode on both backends."""
-  model, _ = _forward('sequential')
-  params = _params(4)
-  x = _x(4)
-
-  @jax.jit
-  def stream(params, x):
-    state = model.apply(params, x.shape[0], method=model.init_state)
-    step = lambda s, x_t: model.apply(params, s, x_t, method=model.step)
-    state, ys = jax.lax.scan(step, state, jnp.swapaxes(x, 0, 1))
-    return state, jnp.swapaxes(ys, 0, 1)
-
-  state, y_stream = stream(params, x)
-  assert state.shape == (BATCH, D_MODEL, N_STATE // 2)
-  assert jnp.iscomplexobj(state)
-  for path in PATHS:
-    _, fwd = _forward(path)
-    np.testing.assert_allclose(np.asarray(y_stream), np.asarray(fwd(params, x)),
-                               rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize('path', ['sequential', 'convolution'])
-def test_causal_and_padding_invariant(path):
-  """Exact for the scan; the FFT convolution is causal up to float32 rounding."""
-  _, fwd = _forward(path)
-  exact = path != 'convolution'
-  params = _params(5)
-  x = _x(5)
-  t0 = 7
-  x_pert = x.at[:, t0].add(10.0)
-  y, y_pert = fwd(params, x), fwd(params, x_pert)
-  np.testing.assert_allclose(y[:, :t0], y_pert[:, :t0], rtol=0, atol=0 if exact else 1e-5)
-  assert np.all(np.abs(np.asarray(y[:, t0:] - y_pert[:, t0:])).max(axis=(0, 2)) > 1e-3)
-  # Right padding with garbage (and a mask) leaves the real positions unchanged.
-  mask = jnp.arange(TIME)[None] < jnp.array([[TIME], [t0]])
-  x_pad = jnp.where(mask[..., None], x, 1e3)
-  y_pad = fwd(params, x_pad, mask)
-  np.testing.assert_allclose(y_pad[1, :t0], y[1, :t0], rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(y_pad[0], y[0], rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize('path', ['sequential', 'convolution'])
-def test_no_unrolled_time_loop(path):
-  model, _ = _forward(path)
-  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
-  f = jax.jit(model.apply)
-  small = len(f.lower(params, jnp.zeros((BATCH, TIME, D_MODEL))).as_text())
-  large = len(f.lower(params, jnp.zeros((BATCH, 8 * TIME, D_MODEL))).as_text())
-  assert abs(large - small) <= 0.1 * small
-
-
 @pytest.mark.parametrize('kwargs, match', [
-    ({'state_size': 7}, 'state_size'),
-    ({'a_init': 'legs'}, "'lin', 'inv'"),
-    ({'scan_backend': 'fft'}, "'sequential', 'associative'"),
-    ({'parallel_mode': 'fft'}, "'convolution', 'scan'"),
+    ({'s4d_state_size': 7}, 's4d_state_size'),
+    ({'s4d_init': 'legs'}, "'lin', 'inv'"),
+    ({'impl': 'scan:fft'}, r'scan:sequential \| associative'),
+    ({'impl': 's4d:fft'}, r's4d:convolution \| scan'),
     ({'dt_min': 0.2, 'dt_max': 0.1}, 'dt_min'),
 ])
 def test_bad_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    model = S4D(**{'d_model': D_MODEL, 'state_size': N_STATE, **kwargs})
+    model = S4D(**{'d_model': D_MODEL, 's4d_state_size': N_STATE, **kwargs})
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 1, D_MODEL)))
 

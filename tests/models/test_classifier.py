@@ -8,68 +8,38 @@ import numpy as np
 import pytest
 
 from seqjax.layers.lstm import lstm_params_from_torch
-from seqjax.models.classifier import SequenceClassifier, article_lstm_classifier, pool
+from seqjax.layers.pooling import pool
+from seqjax.models.classifier import SequenceClassifier, article_lstm_classifier
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
 
 VOCAB = 13
 
 
-def _sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
-
-
-def _numpy_lstm_direction(x, w_ih, w_hh, b_ih, b_hh, reverse):
-  """The article's equations for one direction, PyTorch gate order (i, f, g, o)."""
-  hidden = w_hh.shape[1]
-  h, c = np.zeros(hidden), np.zeros(hidden)
-  out = np.zeros((len(x), hidden))
-  for t in (reversed(range(len(x))) if reverse else range(len(x))):
-    gates = w_ih @ x[t] + b_ih + w_hh @ h + b_hh
-    i, f, g, o = np.split(gates, 4)
-    c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-    h = _sigmoid(o) * np.tanh(c)
-    out[t] = h
-  return out, h
-
-
-def _numpy_article_classifier(tokens, torch_weights, num_layers):
+def _numpy_article_classifier(tokens, torch_weights, num_layers, torch_rnn):
   """NumPy re-implementation of the article's LSTMClassifier.forward (eval mode), one
   unpadded sequence: embedding, bidirectional stacked LSTM, cat(h_n[-2], h_n[-1]), linear."""
   x = torch_weights['embedding.weight'][tokens]
-  for k in range(num_layers):
-    outs, finals = [], []
-    for suffix, reverse in (('', False), ('_reverse', True)):
-      w = [torch_weights[f'lstm.{n}_l{k}{suffix}']
-           for n in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
-      out, h_final = _numpy_lstm_direction(x, *w, reverse)
-      outs.append(out)
-      finals.append(h_final)
-    x = np.concatenate(outs, axis=-1)
-  hidden = np.concatenate(finals)
+  _, finals = torch_rnn.stack(x, torch_weights, 'lstm', num_layers, True, prefix='lstm.')
+  hidden = np.concatenate([finals[-2][0], finals[-1][0]])
   return torch_weights['classifier.1.weight'] @ hidden + torch_weights['classifier.1.bias']
 
 
-def _random_torch_weights(rng, embed, hidden, classes, layers):
-  w = {'embedding.weight': rng.normal(size=(VOCAB, embed))}
+def _random_torch_weights(torch_rnn, rng, embed, hidden, classes, layers):
+  w = {'embedding.weight': rng.normal(size=(VOCAB, embed)).astype(np.float32),
+       'classifier.1.weight': rng.normal(size=(classes, 2 * hidden)).astype(np.float32),
+       'classifier.1.bias': rng.normal(size=classes).astype(np.float32)}
   w['embedding.weight'][0] = 0.0  # padding_idx=0
-  for k in range(layers):
-    in_size = embed if k == 0 else 2 * hidden
-    for suffix in ('', '_reverse'):
-      w[f'lstm.weight_ih_l{k}{suffix}'] = rng.uniform(-.4, .4, (4 * hidden, in_size))
-      w[f'lstm.weight_hh_l{k}{suffix}'] = rng.uniform(-.4, .4, (4 * hidden, hidden))
-      w[f'lstm.bias_ih_l{k}{suffix}'] = rng.uniform(-.4, .4, 4 * hidden)
-      w[f'lstm.bias_hh_l{k}{suffix}'] = rng.uniform(-.4, .4, 4 * hidden)
-  w['classifier.1.weight'] = rng.normal(size=(classes, 2 * hidden))
-  w['classifier.1.bias'] = rng.normal(size=classes)
-  return {k: v.astype(np.float32) for k, v in w.items()}
+  return {**w, **torch_rnn.weights(rng, 4, embed, hidden, layers, True, scale=0.4,
+                                   prefix='lstm.')}
 
 
-def test_article_lstm_classifier_matches_numpy_reference():
+def test_article_lstm_classifier_matches_numpy_reference(torch_rnn):
   embed, hidden, classes, layers = 6, 5, 3, 2
   cfg = article_lstm_classifier(VOCAB, embed, hidden, classes, layers)
   assert (cfg.dropout, cfg.pooling, cfg.backbone) == (0.3, 'final_states', 'stacked')
-  torch_w = _random_torch_weights(np.random.default_rng(0), embed, hidden, classes, layers)
+  torch_w = _random_torch_weights(torch_rnn, np.random.default_rng(0), embed, hidden,
+                                  classes, layers)
   lstm_w = {k[len('lstm.'):]: v for k, v in torch_w.items() if k.startswith('lstm.')}
   params = {
       'backbone': {
@@ -81,7 +51,7 @@ def test_article_lstm_classifier_matches_numpy_reference():
   }
   model = build_model(cfg)
   # The converted tree must have exactly the structure the model initialises.
-  init = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))['params']
+  init = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 4), jnp.int32))['params']
   assert jax.tree.structure(init) == jax.tree.structure(params)
   chex_shapes = jax.tree.map(lambda a, b: a.shape == b.shape, init, params)
   assert all(jax.tree.leaves(chex_shapes))
@@ -91,11 +61,11 @@ def test_article_lstm_classifier_matches_numpy_reference():
   tokens = np.zeros((2, 7), np.int32)
   for row, n in enumerate(lengths):
     tokens[row, :n] = rng.integers(1, VOCAB, n)
-  logits = model.apply({'params': params}, jnp.asarray(tokens))
+  logits = jax.jit(model.apply)({'params': params}, jnp.asarray(tokens))
   for row, n in enumerate(lengths):
     # Row 1 is padded: seqjax equals the article model run on the sequence alone
     # (PyTorch's packed-sequence semantics).
-    expected = _numpy_article_classifier(tokens[row, :n], torch_w, layers)
+    expected = _numpy_article_classifier(tokens[row, :n], torch_w, layers, torch_rnn)
     np.testing.assert_allclose(logits[row], expected, atol=1e-5, rtol=1e-5)
 
 
@@ -112,10 +82,12 @@ CLASSIFIER_CONFIGS = {
 }
 
 
-POOLING_CASES = [(name, 'mean') for name in sorted(CLASSIFIER_CONFIGS)] + [
-    ('lstm', 'last'), ('gru', 'final_states'), ('bilstm', 'first'),
-    ('stacked_bilstm', 'final_states'), ('transformer_bidirectional', 'first'),
-    ('mamba', 'last')]
+# Every pooling, both backbones and both attention settings; each family's mixer is
+# padding-checked on its own by tests/layers/test_mixer_contract.py.
+POOLING_CASES = [('lstm', 'last'), ('gru', 'final_states'), ('bilstm', 'first'),
+                 ('stacked_bilstm', 'final_states'), ('stacked_bilstm', 'mean'),
+                 ('transformer_bidirectional', 'first'), ('transformer_causal', 'mean'),
+                 ('s4d', 'mean'), ('mamba', 'last')]
 
 
 @pytest.mark.parametrize('name,pooling', POOLING_CASES)
@@ -127,7 +99,7 @@ def test_appending_padding_never_changes_the_prediction(name, pooling):
   rng = np.random.default_rng(0)
   tokens = rng.integers(1, VOCAB, (2, 6)).astype(np.int32)
   tokens[1, 4:] = 0  # second row is already padded
-  params = model.init(jax.random.key(0), tokens)['params']
+  params = jax.jit(model.init)(jax.random.key(0), tokens)['params']
   apply = jax.jit(lambda t: model.apply({'params': params}, t))
   base = apply(tokens)
   longer = np.concatenate([tokens, np.zeros((2, 5), np.int32)], axis=1)
@@ -152,13 +124,14 @@ def test_continuous_inputs_regression_head():
                     num_classes=1, d_model=8, num_layers=1)
   model = SequenceClassifier(cfg)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 2)), jnp.float32)
-  params = model.init(jax.random.key(0), x)['params']
-  out = model.apply({'params': params}, x)
+  params = jax.jit(model.init)(jax.random.key(0), x)['params']
+  apply = jax.jit(lambda x, m: model.apply({'params': params}, x, m))
+  out = apply(x, None)
   assert out.shape == (3, 1)
   # Continuous inputs have no padding id: a mask must be honoured when given.
   mask = jnp.array([[1, 1, 1, 0, 0]] * 3, bool)
-  masked = model.apply({'params': params}, x, mask)
-  alone = model.apply({'params': params}, x[:, :3])
+  masked = apply(x, mask)
+  alone = apply(x[:, :3], None)
   np.testing.assert_allclose(masked, alone, atol=1e-5)
 
 
@@ -166,10 +139,15 @@ def test_dropout_is_active_only_in_training():
   cfg = article_lstm_classifier(VOCAB, 6, 5, 2)
   model = build_model(cfg)
   tokens = jnp.asarray(np.random.default_rng(0).integers(1, VOCAB, (4, 6)), jnp.int32)
-  params = model.init(jax.random.key(0), tokens)['params']
-  eval_a = model.apply({'params': params}, tokens)
-  eval_b = model.apply({'params': params}, tokens, deterministic=True)
+  params = jax.jit(model.init)(jax.random.key(0), tokens)['params']
+
+  @jax.jit
+  def run(key):
+    variables = {'params': params}
+    return (model.apply(variables, tokens),
+            model.apply(variables, tokens, deterministic=True),
+            model.apply(variables, tokens, deterministic=False, rngs={'dropout': key}))
+
+  eval_a, eval_b, train = run(jax.random.key(1, impl='rbg'))  # rbg compiles faster
   np.testing.assert_array_equal(eval_a, eval_b)
-  train = model.apply({'params': params}, tokens, deterministic=False,
-                      rngs={'dropout': jax.random.key(1)})
   assert np.abs(train - eval_a).max() > 1e-4

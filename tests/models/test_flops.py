@@ -32,7 +32,7 @@ def test_matmul_and_scan_counts_match_hand_counts():
 
 def test_loop_free_transformer_matches_xla_cost_analysis():
   cfg = ModelConfig(model='transformer', head='lm', vocab_size=32, d_model=16,
-                    num_layers=2, num_heads=2, max_len=64, attention_impl='exact')
+                    num_layers=2, num_heads=2, max_len=64, impl='attention:exact')
   model = build_model(cfg)
   tokens = jnp.ones((1, 48), jnp.int32)
   params = jax.eval_shape(model.init, jax.random.key(0), tokens)['params']

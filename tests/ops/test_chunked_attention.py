@@ -138,7 +138,7 @@ def test_layer_chunked_equals_exact_with_param_gradients():
   mask = jnp.asarray(np.arange(t)[None, :] < np.array([[t], [7]]))
   exact = MultiHeadAttention(d, heads, causal=True, rope=True)
   chunked = MultiHeadAttention(d, heads, causal=True, rope=True,
-                               attention_impl='chunked', chunk_size=5)
+                               impl='attention:chunked', attention_chunk=5)
   params = exact.init(jax.random.PRNGKey(0), x)['params']
   weight = jnp.asarray(RNG.standard_normal((2, t, d)), jnp.float32) * mask[..., None]
 
@@ -153,8 +153,9 @@ def test_layer_chunked_equals_exact_with_param_gradients():
 
   with pytest.raises(ValueError, match='return_weights'):
     chunked.apply({'params': params}, x, return_weights=True)
-  with pytest.raises(ValueError, match='attention_impl'):
-    MultiHeadAttention(d, heads, attention_impl='flash').init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match=r'attention:flash is not valid; choose '
+                                       r'attention:exact \| chunked'):
+    MultiHeadAttention(d, heads, impl='attention:flash').init(jax.random.PRNGKey(0), x)
 
 
 def test_model_config_selects_chunked_attention():
@@ -162,13 +163,13 @@ def test_model_config_selects_chunked_attention():
                      num_heads=2, num_layers=1, max_len=32)
   tokens = jnp.asarray(RNG.integers(1, 11, (2, 10)), jnp.int32)
   exact_model = build_model(base)
-  chunked_model = build_model(base.replace(attention_impl='chunked', attention_chunk=4))
+  chunked_model = build_model(base.replace(impl='attention:chunked', attention_chunk=4))
   params = jax.jit(exact_model.init)(jax.random.PRNGKey(1), tokens)['params']
   both = jax.jit(lambda p, x: (chunked_model.apply({'params': p}, x),
                                exact_model.apply({'params': p}, x)))
   np.testing.assert_allclose(*both(params, tokens), atol=TOL, rtol=TOL)
-  with pytest.raises(ValueError, match='attention_impl'):
-    base.replace(attention_impl='flash')
+  with pytest.raises(ValueError, match='attention:flash'):
+    base.replace(impl='attention:flash')
   with pytest.raises(ValueError, match='attention_chunk'):
     base.replace(attention_chunk=0)
 

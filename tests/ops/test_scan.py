@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqjax.ops.scan import (ScanBackend, final_state, linear_scan, resolve_backend,
-                             select_backend)
+from seqjax.ops.scan import BACKENDS, SCAN, final_state, linear_scan
 
 # Concrete backends; 'auto' is one of them on any platform (test_auto_resolves_per_platform).
-BACKENDS = [b.value for b in ScanBackend if b is not ScanBackend.AUTO]
 BATCH, TIME, DIM = 2, 9, 3
 
 # One jitted entry point: eager dispatch of the associative scan's many small ops is
@@ -137,8 +135,6 @@ def test_unknown_backend_lists_choices():
   a, b, _ = _inputs(7, False)
   with pytest.raises(ValueError, match="'sequential', 'associative'"):
     linear_scan(a, b, backend='parallel')
-  assert resolve_backend('associative') is ScanBackend.ASSOCIATIVE
-  assert resolve_backend(ScanBackend.SEQUENTIAL) is ScanBackend.SEQUENTIAL
 
 
 def _hlo_size(backend: str, time: int) -> int:
@@ -194,11 +190,10 @@ def test_chunked_any_length_values_and_gradients(time, chunk_size):
 def test_auto_resolves_per_platform():
   """'auto' is a concrete backend for every platform and equals it on this one."""
   for platform in ('cpu', 'gpu', 'tpu'):
-    for time, size in ((16, 64), (4096, 2 ** 20)):
-      assert select_backend(platform, time, size) in (
-          ScanBackend.SEQUENTIAL, ScanBackend.ASSOCIATIVE, ScanBackend.CHUNKED)
+    for time in (None, 16, 4096):
+      assert SCAN.resolve('auto', time, platform) in BACKENDS
   a, b, h0 = _inputs(8, False)
-  chosen = select_backend(jax.default_backend(), TIME, a.size).value
+  chosen = SCAN.resolve('scan:auto', TIME)
   np.testing.assert_array_equal(np.asarray(scan(a, b, h0, backend='auto')),
                                 np.asarray(scan(a, b, h0, backend=chosen)))
   with pytest.raises(ValueError, match='chunk_size'):

@@ -32,15 +32,17 @@ def _flags(data_dir, workdir, **overrides):
            f'--workdir={workdir}'] + [f'--config.{k}={v}' for k, v in cfg.items()])
 
 
-def _env(devices: int = 1):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO))
+def _env(devices: int = 1, **extra):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', **extra)
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   return env
 
 
-def _run(script, args, devices=1, check=True):
-  proc = subprocess.run([sys.executable, str(REPO / 'experiments' / script), *args],
-                        cwd=REPO, env=_env(devices), capture_output=True, text=True,
+def _run(script, args, devices=1, check=True, **env):
+  """``python -m experiments.<script>`` from the repository root."""
+  module = f'experiments.{script.removesuffix(".py")}'
+  proc = subprocess.run([sys.executable, '-m', module, *args], cwd=REPO,
+                        env=_env(devices, **env), capture_output=True, text=True,
                         timeout=600)
   if check and proc.returncode != 0:
     raise AssertionError(f'{script} exited {proc.returncode}:\n{proc.stderr[-3000:]}')
@@ -93,7 +95,7 @@ def test_uninterrupted_run_writes_metrics_checkpoints_and_events(baseline):
 
 def test_sigkill_then_rerun_equals_uninterrupted_run(baseline, data_dir, tmp_path):
   args = _flags(data_dir, tmp_path)
-  killed = _run('train.py', args + ['--config.kill_at_step=9'], check=False)
+  killed = _run('train.py', args, check=False, SEQJAX_TEST_KILL_AT_STEP='9')
   assert killed.returncode == -signal.SIGKILL
   _run('train.py', args)
   assert _records(tmp_path) == _records(baseline)
@@ -185,11 +187,13 @@ def _config(data_dir, **overrides):
   return config
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(data_dir, tmp_path):
+def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(data_dir, tmp_path,
+                                                                        monkeypatch):
   from seqjax.training import loop
   from seqjax.training.errors import NonFiniteLossError
+  monkeypatch.setenv('SEQJAX_TEST_NAN_AT_STEP', '7')
   with pytest.raises(NonFiniteLossError) as err:
-    loop.train(_config(data_dir, nan_at_step=7), str(tmp_path))
+    loop.train(_config(data_dir), str(tmp_path))
   assert 'at step 7' in str(err.value) and 'last good checkpoint, step 6' in str(err.value)
   step, params = _params(tmp_path, 'latest')
   assert step == 6 and all(np.isfinite(p).all() for p in params)
@@ -199,7 +203,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_good_checkpoint(data_dir,
 def test_sigterm_saves_exits_cleanly_and_resumes(data_dir, tmp_path):
   args = _flags(data_dir, tmp_path, num_steps=100000, log_every=1, eval_every=0,
                 checkpoint_every=100000)
-  proc = subprocess.Popen([sys.executable, str(REPO / 'experiments/train.py'), *args],
+  proc = subprocess.Popen([sys.executable, '-m', 'experiments.train', *args],
                           cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   jsonl = tmp_path / 'metrics.jsonl'

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from seqjax.data.real_common import default_data_dir, resolve_options
-from seqjax.data.registry import Task
+from seqjax.data.spec import Task
 from seqjax.data.spec import TaskSpec
 
 RESERVED = ('<pad>', '<unk>', '<bos>', '<eos>')

@@ -9,26 +9,17 @@ small, bandwidth-bound updates of a ``[H, 4H]`` accumulator. :func:`lstm_scan` i
   only what the backward pass needs: each step's local derivatives (``[B, 4H]`` gate
   factors and ``[B, H]`` forget gate and ``dh -> dc`` factor, see :func:`_forward`) and
   ``h_{t-1}`` ``[B, H]``. Saving derivatives instead of activations takes the ``tanh``
-  recomputation and most multiplies out of the backward loop: the bare scan's train step
-  went from about 1.15x to 1.25x Flax's cell (medians of three same-process runs), the
-  ``LSTM`` module's in ``scripts/benchmarks/lstm.py`` from 1.10x to 1.13-1.17x
-  (2026-11-24). The input projection stays *inside* the loop: hoisting it as one
-  ``[T*B, E] @ [E, 4H]`` matmul writes and re-reads a ``[T, B, 4H]`` buffer (32 MB at the
-  benchmark shape); XLA:CPU ran that matmul at 107 GFLOP/s against ~165 for the per-step
-  ones, and the forward scan measured 1.7x slower hoisted (120 vs 70 ms). Also slower or
-  no faster: one matmul per step on ``[x_t, h]`` with stacked weights, hoisting per chunk
-  of 8-32 steps, packing the residuals into one array;
+  recomputation and most multiplies out of the backward loop. The input projection stays
+  *inside* the loop: hoisting it as one ``[T*B, E] @ [E, 4H]`` matmul writes and re-reads a
+  ``[T, B, 4H]`` buffer and measured 1.7x slower on CPU;
 * backward: a reverse ``lax.scan`` whose carry is only ``(dh, dc)`` and whose per-step
   work is a few elementwise products and one ``[B, 4H] @ [4H, H]`` matmul; it emits the
   pre-activation gradients ``dz_t`` ``[B, 4H]``;
 * then ``dW_hh = H_prev^T dZ``, ``dW_ih = X^T dZ``, ``db = sum dZ`` and ``dX = dZ W_ih^T``
-  as four large matmuls over all ``T*B`` rows.
+  as four large matmuls over all ``T*B`` rows (``seqjax.layers.fused_scan``).
 
-Where the time goes (XLA:CPU profile of the B=32, T=256, E=H=256 step, 2026-11-24): the
-3 x 256 per-step ``[32, 256] @ [256, 1024]``-sized matmuls about 43 % (~108 us each,
-~155 GFLOP/s), the four large matmuls about 38 %, the rest (zero-filling fresh output
-buffers, elementwise kernels, concatenations) about 19 %. Both matmul groups already run
-at 80-95 % of a large square matmul's rate, so little is left to gain at this level.
+The variants tried, the speed-ups and a profile of where the time goes are in BENCHMARKS.md
+("Design measurements: fused recurrent scans").
 
 Gradients (Hochreiter & Schmidhuber 1997 cell, PyTorch gate order ``i, f, g, o``), with
 ``c_t = f c_{t-1} + i g`` and ``h_t = o tanh(c_t)``::
@@ -45,17 +36,18 @@ gradient passes through and ``dz_t = 0``. Tested against autodiff of ``masked_sc
 
 The GRU has the same path in :mod:`seqjax.layers.gru_vjp` (:func:`gru_scan`; its reset
 gate multiplies the hidden projection, ``r * (W_hn h + b_hn)``, so it emits two per-step
-gradient streams, one for the input and one for the hidden pre-activations).
-:func:`fast_scan_for` picks the fused scan for a cell.
+gradient streams, one for the input and one for the hidden pre-activations). Each cell
+names its fused scan in its ``CellDef`` (``LSTM_CELL.fused_scan is lstm_scan``).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+
+from seqjax.layers.fused_scan import fused_scan, sum_over_steps
 
 Array = jax.Array
 
@@ -67,35 +59,6 @@ def _gates(z: Array, hidden: int) -> tuple[Array, Array, Array, Array]:
   g = jnp.tanh(z[:, 2 * hidden:3 * hidden])
   o = jax.nn.sigmoid(z[:, 3 * hidden:])
   return i, f, g, o
-
-
-def fused_scan(forward: Callable, backward: Callable) -> Callable:
-  """``scan(reverse, params, xs, mask, carry) -> (final, ys)`` with a custom VJP.
-
-  ``forward(reverse, params, xs, mask, carry, save)`` returns ``(final, ys, residuals)``
-  (``residuals`` only when ``save``); ``backward(reverse, (params, xs, mask, residuals),
-  ((d_final, d_ys)))`` returns the cotangents of ``(params, xs, mask, carry)``. Shared by
-  the LSTM and GRU fused scans; ``reverse`` is static.
-  """
-  @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-  def scan(reverse: bool, params, xs, mask, carry):
-    final, ys, _ = forward(reverse, params, xs, mask, carry, save=False)
-    return final, ys
-
-  def scan_fwd(reverse, params, xs, mask, carry):
-    final, ys, res = forward(reverse, params, xs, mask, carry, save=True)
-    return (final, ys), (params, xs, mask, res)
-
-  scan.defvjp(scan_fwd, backward)
-  return scan
-
-
-def sum_over_steps(inputs: Array, grads: Array) -> Array:
-  """``sum_t inputs_t^T grads_t`` as one matmul over all ``T*B`` rows: ``inputs``
-  ``[T, B, K]``, ``grads`` ``[T, B, N]`` -> ``[K, N]`` (a weight gradient)."""
-  rows = lambda a: a.reshape(-1, a.shape[-1])
-  return jax.lax.dot_general(rows(inputs).astype(grads.dtype), rows(grads),
-                             (((0,), (0,)), ((), ())))
 
 
 def _forward(reverse: bool, params: Mapping[str, Array], xs: Array, mask: Array | None,
@@ -191,15 +154,3 @@ def lstm_scan(params: Mapping[str, Array], xs: Array, mask: Array | None,
   if mask is not None:
     mask = mask.astype(bool)
   return _lstm_scan(reverse, params, xs, mask, tuple(carry))
-
-
-def fast_scan_for(cell: Any) -> Callable | None:
-  """The fused scan for ``cell`` (the library's LSTM or GRU cell), or ``None`` (use
-  autodiff)."""
-  # lazy: lstm.py and gru.py import recurrent.py, which imports this module
-  from seqjax.layers.gru import GRU_CELL
-  from seqjax.layers.gru_vjp import gru_scan
-  from seqjax.layers.lstm import LSTM_CELL
-  if cell is LSTM_CELL:
-    return lstm_scan
-  return gru_scan if cell is GRU_CELL else None

@@ -1,0 +1,170 @@
+"""The model families seqjax builds by name (``ModelConfig.model``): one entry each.
+
+A family is a layer file under ``seqjax/layers/`` (a mixer with the interface of
+``seqjax.layers.base``) plus one :class:`Family` entry in :data:`FAMILIES`. Everything else
+reads this table instead of naming families: ``ModelConfig`` validates ``model``, ``head``,
+``backbone`` and ``impl`` against it and runs the layer's own ``check()``, the residual
+backbone builds each block's mixer with ``build``, ``match_d_model`` steps the width by
+``width_step``, ``experiments.demo --list`` prints the implementation switches, and the
+mixer contract test (``tests/layers/test_mixer_contract.py``) runs every family that has a
+mixer, in float32 and bfloat16, with and without padding.
+
+Builders pass each ``ModelConfig`` field to the layer attribute of the same name (the
+family-specific fields carry their family's prefix on both sides, e.g. ``s4d_state_size``);
+``tests/models/test_registry.py`` checks that every field marked with a family reaches that
+family's layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+
+from seqjax.layers.attention import MultiHeadAttention
+from seqjax.layers.gru import GRU
+from seqjax.layers.lstm import LSTM
+from seqjax.layers.mamba import Mamba
+from seqjax.layers.recurrent import RecurrentStack
+from seqjax.layers.s4d import S4D
+from seqjax.ops.switch import Switch
+
+# A seqjax.models.config.ModelConfig. Not imported: the config imports this table to
+# validate against it, and nothing here needs more than the config's attributes.
+ModelConfig = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """How to build one family, and what it can be.
+
+  Attributes:
+    name: the ``ModelConfig.model`` value.
+    layer: the layer class of the family's file; its ``switches`` class attribute lists
+      the implementation switches the family uses.
+    build: ``(cfg, causal, layer) -> d_model -> d_model`` mixer of residual block number
+      ``layer`` (an unbound module), or ``None`` for a model that is not a stack of mixers
+      (``lstm_attention``, the encoder-decoder). ``layer`` lets a family alternate block
+      kinds (a Griffin-style pattern); each distinct kind should also be a family of its
+      own, so that the mixer contract test (which builds layer 0) covers it.
+    causal: the settings the mixer supports: ``(True,)`` streams, ``(False,)`` only runs
+      in parallel (a bidirectional LSTM), ``(True, False)`` either (``ModelConfig.causal``
+      picks for a classifier).
+    stacked: ``cfg -> module`` building the PyTorch-style stack of ``backbone='stacked'``
+      (``[batch, time, token_dim] -> [batch, time, output_size]``), or ``None``.
+    heads: the heads it can carry; default: ``classifier``, plus ``lm`` if it streams.
+    positions: whether the mixer is order-blind and needs ``ModelConfig.positions``.
+    bounded_stream: streaming keeps a cache of ``max_len`` tokens, so a stream (prompt +
+      generated tokens) may not outgrow ``max_len``.
+    width_step: ``cfg -> int``, the step of ``d_model`` that keeps ``cfg`` valid (used by
+      ``match_d_model``).
+    check: extra cross-field checks of ``cfg`` for this family (the layer's own
+      ``check()`` covers its attributes), raising one-line ``ValueError``.
+  """
+
+  name: str
+  layer: type[nn.Module]
+  build: Callable[[ModelConfig, bool, int], nn.Module] | None
+  causal: tuple[bool, ...] = (True,)
+  stacked: Callable[[ModelConfig], nn.Module] | None = None
+  heads: tuple[str, ...] | None = None
+  positions: bool = False
+  bounded_stream: bool = False
+  width_step: Callable[[ModelConfig], int] = lambda cfg: 8
+  check: Callable[[ModelConfig], None] | None = None
+
+  @property
+  def streams(self) -> bool:
+    return True in self.causal
+
+  @property
+  def supported_heads(self) -> tuple[str, ...]:
+    if self.heads is not None:
+      return self.heads
+    return ('classifier', 'lm') if self.streams else ('classifier',)
+
+  @property
+  def switches(self) -> tuple[Switch, ...]:
+    return self.layer.switches
+
+  def runs_causal(self, cfg: ModelConfig) -> bool:
+    """Whether ``cfg``'s backbone is causal: always for a language model, else the
+    family's only setting, or ``cfg.causal`` when it supports both."""
+    if cfg.head == 'lm':
+      return True
+    return cfg.causal if len(self.causal) > 1 else self.causal[0]
+
+
+def _recurrent(cls: type[RecurrentStack], bidirectional: bool = False):
+  """Builders of a recurrent family: one single-layer mixer per residual block (a
+  bidirectional one gets ``d_model / 2`` per direction), and the PyTorch-style stack."""
+
+  def build(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+    del causal, layer  # causality is fixed by the direction(s)
+    hidden = cfg.d_model // 2 if bidirectional else cfg.d_model
+    return cls(cfg.d_model, hidden, bidirectional=bidirectional, impl=cfg.impl,
+               dtype=cfg.compute_dtype)
+
+  def stacked(cfg: ModelConfig) -> nn.Module:
+    return cls(cfg.token_dim, cfg.d_model, num_layers=cfg.num_layers,
+               bidirectional=bidirectional, dropout=cfg.dropout, impl=cfg.impl,
+               dtype=cfg.compute_dtype)
+
+  return build, stacked
+
+
+def _even_halves(cfg: ModelConfig) -> None:
+  if cfg.backbone == 'residual' and cfg.d_model % 2:
+    raise ValueError(f'd_model={cfg.d_model} must be even for a residual bilstm '
+                     '(each direction gets d_model/2)')
+
+
+def _attention(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  del layer
+  return MultiHeadAttention(cfg.d_model, cfg.num_heads, causal=causal,
+                            rope=cfg.positions == 'rope', max_len=cfg.max_len,
+                            dropout=cfg.dropout, attention_chunk=cfg.attention_chunk,
+                            impl=cfg.impl, dtype=cfg.compute_dtype)
+
+
+def _s4d(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  del causal, layer
+  return S4D(cfg.d_model, s4d_state_size=cfg.s4d_state_size, s4d_init=cfg.s4d_init,
+             impl=cfg.impl, dtype=cfg.compute_dtype)
+
+
+def _mamba(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  del causal, layer
+  return Mamba(cfg.d_model, mamba_d_state=cfg.mamba_d_state, mamba_d_conv=cfg.mamba_d_conv,
+               mamba_expand=cfg.mamba_expand, impl=cfg.impl, dtype=cfg.compute_dtype)
+
+
+_LSTM, _LSTM_STACK = _recurrent(LSTM)
+_BILSTM, _BILSTM_STACK = _recurrent(LSTM, bidirectional=True)
+_GRU, _GRU_STACK = _recurrent(GRU)
+
+# In the order the comparison reports them.
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family('lstm', LSTM, _LSTM, stacked=_LSTM_STACK),
+    Family('bilstm', LSTM, _BILSTM, causal=(False,), stacked=_BILSTM_STACK,
+           check=_even_halves),
+    Family('gru', GRU, _GRU, stacked=_GRU_STACK),
+    Family('transformer', MultiHeadAttention, _attention, causal=(True, False),
+           positions=True, bounded_stream=True,
+           width_step=lambda cfg: math.lcm(8, 2 * cfg.num_heads)),
+    Family('s4d', S4D, _s4d),
+    Family('mamba', Mamba, _mamba),
+    # Bahdanau et al. 2015: an LSTM encoder and an attentive LSTM decoder
+    # (seqjax.models.seq2seq), not a stack of residual mixers.
+    Family('lstm_attention', LSTM, None, heads=('seq2seq',)),
+)}
+
+MODEL_NAMES = tuple(FAMILIES)
+
+
+def all_switches() -> tuple[Switch, ...]:
+  """Every implementation switch some family uses, each once, by site name."""
+  by_site = {s.site: s for f in FAMILIES.values() for s in f.switches}
+  return tuple(by_site[site] for site in sorted(by_site))

@@ -1,0 +1,107 @@
+"""Shared test references and helpers, handed to tests as fixtures.
+
+* ``torch_rnn``: NumPy (float64) transcriptions of PyTorch's ``nn.LSTM`` / ``nn.GRU``
+  equations and random weights in their state-dict layout, written once for the LSTM, GRU,
+  classifier and encoder-decoder tests.
+* ``stream``: runs a mixer (or model) token by token from ``init_state`` with ``step``.
+"""
+
+from __future__ import annotations
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+def _sigmoid(v):
+  return 1.0 / (1.0 + np.exp(-v))
+
+
+def _torch_weights(rng, gates: int, input_size: int, hidden: int, num_layers: int,
+                   bidirectional: bool, scale: float = 0.6, prefix: str = '') -> dict:
+  """Random float32 weights named and shaped like ``nn.LSTM`` (``gates=4``, blocks
+  ``i, f, g, o``) or ``nn.GRU`` (``gates=3``, blocks ``r, z, n``) state dicts, drawn from
+  ``U(-scale, scale)``; keys start with ``prefix`` (e.g. ``'lstm.'`` inside a model)."""
+  w = {}
+  for k in range(num_layers):
+    width = input_size if k == 0 else hidden * (2 if bidirectional else 1)
+    for sfx in ([f'_l{k}', f'_l{k}_reverse'] if bidirectional else [f'_l{k}']):
+      w[f'{prefix}weight_ih{sfx}'] = rng.uniform(-scale, scale, (gates * hidden, width))
+      w[f'{prefix}weight_hh{sfx}'] = rng.uniform(-scale, scale, (gates * hidden, hidden))
+      w[f'{prefix}bias_ih{sfx}'] = rng.uniform(-scale, scale, (gates * hidden,))
+      w[f'{prefix}bias_hh{sfx}'] = rng.uniform(-scale, scale, (gates * hidden,))
+  return {k: v.astype(np.float32) for k, v in w.items()}
+
+
+def _lstm_step(x, carry, w_ih, w_hh, b_ih, b_hh):
+  """The article's six LSTM equations, PyTorch gate order ``(i, f, g, o)``."""
+  h, c = carry
+  i, f, g, o = np.split(w_ih @ x + b_ih + w_hh @ h + b_hh, 4)
+  c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+  return _sigmoid(o) * np.tanh(c), c
+
+
+def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
+  """PyTorch's GRU equations, gate blocks ``(r, z, n)``; ``b_hn`` sits inside ``r * (.)``."""
+  xr, xz, xn = np.split(w_ih @ x + b_ih, 3)
+  hr, hz, hn = np.split(w_hh @ h + b_hh, 3)
+  r, z = _sigmoid(xr + hr), _sigmoid(xz + hz)
+  n = np.tanh(xn + r * hn)
+  return (1 - z) * n + z * h
+
+
+def _stack(x, w, cell: str, num_layers: int, bidirectional: bool, prefix: str = ''):
+  """A stacked (bi)LSTM/GRU over one unpadded sequence ``x`` ``[T, in]``, float64.
+
+  Returns ``(y [T, D*H], finals)``; ``finals`` lists each direction's final carry in
+  PyTorch's ``h_n`` order (layer 0 fwd, layer 0 bwd, layer 1 fwd, ...): ``(h, c)`` for an
+  LSTM, ``h`` for a GRU.
+  """
+  step = _lstm_step if cell == 'lstm' else _gru_step
+  w = {k: np.asarray(v, np.float64) for k, v in w.items()}
+  inp, finals = np.asarray(x, np.float64), []
+  for k in range(num_layers):
+    outs = []
+    for reverse in ([False, True] if bidirectional else [False]):
+      sfx = f'_l{k}' + ('_reverse' if reverse else '')
+      args = [w[f'{prefix}{n}{sfx}'] for n in ('weight_ih', 'weight_hh', 'bias_ih',
+                                                'bias_hh')]
+      hidden = args[1].shape[1]
+      carry = (np.zeros(hidden), np.zeros(hidden)) if cell == 'lstm' else np.zeros(hidden)
+      out = np.zeros((len(inp), hidden))
+      for t in (reversed(range(len(inp))) if reverse else range(len(inp))):
+        carry = step(inp[t], carry, *args)
+        out[t] = carry[0] if cell == 'lstm' else carry
+      outs.append(out)
+      finals.append(carry)
+    inp = np.concatenate(outs, axis=-1)
+  return inp, finals
+
+
+@pytest.fixture(scope='session')
+def torch_rnn():
+  """``torch_rnn.weights(rng, gates, input_size, hidden, num_layers, bidirectional,
+  scale=0.6, prefix='')``, ``torch_rnn.stack(x, w, 'lstm'|'gru', num_layers,
+  bidirectional, prefix='')``, ``torch_rnn.lstm_step``, ``torch_rnn.gru_step``,
+  ``torch_rnn.sigmoid``."""
+  return types.SimpleNamespace(weights=_torch_weights, stack=_stack, lstm_step=_lstm_step,
+                               gru_step=_gru_step, sigmoid=_sigmoid)
+
+
+def _stream(module, variables, xs):
+  """``(final_state, ys)``: ``xs`` ``[batch, time, ...]`` fed token by token through
+  ``module.step`` from ``module.init_state(batch)`` (one ``lax.scan``, no Python loop)."""
+  state = module.apply(variables, xs.shape[0], method='init_state')
+  step = lambda s, x_t: module.apply(variables, s, x_t, method='step')
+  state, ys = jax.lax.scan(step, state, jnp.swapaxes(xs, 0, 1))
+  return state, jnp.swapaxes(ys, 0, 1)
+
+
+@pytest.fixture(scope='session')
+def stream():
+  """``stream(module, variables, xs) -> (final_state, ys [batch, time, ...])``; call it
+  inside ``jax.jit``."""
+  return _stream
