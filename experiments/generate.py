@@ -107,7 +107,7 @@ def translate(model, model_cfg, params, meta, png: str) -> dict:
     src = src_codec.encode(_PROMPT.value)
   else:
     task = loop.open_task(ml_collections.ConfigDict(meta['config']))
-    src = np.asarray(task.dataset('test')[0]['inputs'])
+    src = np.asarray(loop.open_split(task, 'test')[0]['inputs'])
     src = src[src != 0]
   max_len = meta['task']['spec']['max_target_len'] or model_cfg.max_len
   tokens, weights = model.apply({'params': params}, jnp.asarray(src, jnp.int32)[None],
@@ -146,4 +146,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, workdir_flag='workdir')
