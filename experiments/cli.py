@@ -185,10 +185,12 @@ def _is_ours(pathname: str) -> bool:
 
 class _QuietLibraries(py_logging.Filter):
   """Console filter: no Orbax INFO chatter, no library warnings that come with every
-  run (``NOISE``), and no library errors (the command reports the failure itself; ``_ErrorBuffer`` keeps them)."""
+  run (``NOISE``), and no library errors (the command reports the failure itself;
+  ``_ErrorBuffer`` keeps them)."""
 
   NOISE = ('did not provide metrics', 'read_only=True', 'Given directory is read only',
-           'Using custom data configuration')
+           'Using custom data configuration',
+           'Metadata file does not exist')  # a step whose deletion a kill interrupted
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     if '/orbax/' in record.pathname and record.levelno < py_logging.WARNING:

@@ -11,6 +11,9 @@ test example), saving the attention matrix (Bahdanau et al. 2015, fig. 3) as a P
 
     python experiments/generate.py --workdir=/tmp/mt --prompt='march 3, 1999' \
         --attention_png=/tmp/attention.png
+
+Exit codes as for evaluate.py: 0 done; 1 a user mistake; 3 an environment failure (no
+usable checkpoint); 4 an internal error (3 and 4 name <workdir>/errors.log).
 """
 
 from __future__ import annotations

@@ -82,11 +82,14 @@ def brief(err: BaseException) -> str:
   (TensorStore's driver chain shortened to the OS error or status, and the key)."""
   inner = _innermost(err)
   text = str(inner).strip().splitlines()[0] if str(inner).strip() else ''
-  store = re.match(r'([A-Z_]+): .*?Error (reading|opening|writing)[^"]* "([^"]+)"', text)
+  status = re.match(r'([A-Z_]+): ', text)
+  # The innermost access TensorStore names: 'Error opening "zarr" driver: Error reading
+  # "<key>"' -> reading <key>.
+  accesses = re.findall(r'(?:Failed|Error) (reading|writing|opening)[^"]* "([^"]+)"', text)
   number = _os_errno(inner)
-  if store:
-    code, verb, key = store.groups()
-    return f'{os.strerror(number) if number else code} ({verb} {key})'
+  if status and accesses:
+    verb, key = accesses[-1]
+    return f'{os.strerror(number) if number else status.group(1)} ({verb} {key})'
   if isinstance(inner, OSError):
     return f'{inner.strerror or type(inner).__name__}' + (
         f' ({inner.filename})' if inner.filename else '')

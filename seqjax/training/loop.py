@@ -110,7 +110,9 @@ def _write_json_atomically(path: str, obj: Any) -> None:
   os.replace(f'{path}.tmp', path)
 
 
-def _non_finite_error(kind: str, step: int, m: dict, ckpt: Checkpointer) -> NonFiniteLossError:
+def _non_finite_error(kind: str, step: int, m: dict,
+                      ckpt: Checkpointer) -> NonFiniteLossError:
+  """The NaN/Inf stop: which quantity, at which step, and what checkpoint is kept."""
   loss = losses.finalize(kind, losses.add_sums(
       None, {k: v for k, v in m.items() if k not in ('grad_norm', 'lr')}))['loss']
   grad = float(m['grad_norm'])
@@ -264,12 +266,12 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
           save(step)
         ckpt.wait()
         newest = ckpt.latest_step()
+        kept = f'newest checkpoint: step {newest}' if newest is not None else 'none yet'
         result = {'preempted': step, 'saved': newest if step > start else None,
                   'message': (f'pre-empted: saved step {newest}; rerun to resume'
                               if step > start else
-                              'pre-empted before the first step: nothing new was saved '
-                              f'(newest checkpoint: {newest}); rerun the same command to '
-                              'continue')}
+                              f'pre-empted before the first step: nothing new was saved '
+                              f'({kept}); rerun the same command to continue')}
         break
       batch = next(train_iter)
       tokens[0] += int(batch['mask'].sum())
@@ -309,7 +311,7 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
   if 'preempted' in result or 'test' not in spec.splits:
     return result
   try:
-    result['test'] = _final_test(ckpt, config, has_val, state.params, step, abstract_params,
+    result['test'] = _final_test(ckpt, has_val, state.params, step, abstract_params,
                                  eval_step, task, eval_bs, batch_sh, writer, workdir)
   except Preempted:
     return {'preempted': step, 'saved': ckpt.latest_step(),
@@ -318,8 +320,8 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
   return result
 
 
-def _final_test(ckpt, config, has_val, params, step, abstract_params, eval_step, task,
-                eval_bs, batch_sh, writer, workdir) -> dict[str, float]:
+def _final_test(ckpt, has_val, params, step, abstract_params, eval_step, task, eval_bs,
+                batch_sh, writer, workdir) -> dict[str, float]:
   """Test metrics of the best (else the latest) checkpoint, written once per run: a
   rerun of a finished run returns the recorded line and writes nothing."""
   recorded = has_line(workdir, step, 'test')
@@ -355,27 +357,31 @@ def load_for_inference(workdir: str, which: str | int = 'best'):
     raise UserError(f'no checkpoints in {directory}; train first with experiments/train.py '
                     f'--workdir={workdir}')
   probe = Checkpointer(directory, read_only=True)
-  meta = resume.saved_meta(probe)
+  steps, meta = probe.all_steps(), resume.saved_meta(probe)
   probe.close()
+  if not steps:
+    raise UserError(f'no checkpoint in {directory}; train first with experiments/train.py '
+                    f'--workdir={workdir}')
   if meta is None:
-    raise DamagedCheckpointError(f'no readable checkpoint in {directory}; train first with '
-                                 f'experiments/train.py --workdir={workdir}')
+    raise DamagedCheckpointError(f'no readable checkpoint in {directory}: every step is '
+                                 'damaged')
   spec = meta['task']['spec']  # not config.json: the checkpoints must be enough
-  ckpt = Checkpointer(directory, best_metric=spec['eval_metric'],
-                      larger_is_better=spec['eval_metric_larger_is_better'], read_only=True)
-  try:
-    candidates = ckpt.candidates(which)
-  except ValueError as err:
-    raise UserError(str(err)) from None
   model_cfg = ModelConfig.from_mapping(meta['model_cfg'])
   model = build_model(model_cfg)
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                *example_inputs(model_cfg))['params'])
   repl = mesh_lib.replicated(mesh_lib.make_mesh(1))
-  step, got, refused = ckpt.restore_first_good(candidates, abstract_with(
-      abstract, jax.tree.map(lambda _: repl, abstract)))
+  ckpt = Checkpointer(directory, best_metric=spec['eval_metric'],
+                      larger_is_better=spec['eval_metric_larger_is_better'], read_only=True)
+  try:
+    candidates = ckpt.candidates(which)
+    step, got, refused = ckpt.restore_first_good(candidates, abstract_with(
+        abstract, jax.tree.map(lambda _: repl, abstract)))
+  except ValueError as err:
+    raise UserError(str(err)) from None
+  finally:
+    ckpt.close()
   if refused:
     fallback_warning(directory, refused, step, 'using')
-  ckpt.close()
   return model, model_cfg, got['params'], got['meta'], step
 

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -95,9 +96,13 @@ def _finish(proc, timeout=300) -> tuple[int, str, str]:
   return proc.returncode, out, err
 
 
+def _user_lines(stderr: str) -> list[str]:
+  """What a user reads: stderr without absl's INFO lines."""
+  return [l for l in stderr.splitlines() if l.strip() and not l.startswith('I')]
+
+
 def _one_line(stderr: str) -> str:
-  """What a user reads (stderr without absl's INFO lines), which must be one line."""
-  lines = [l for l in stderr.splitlines() if l.strip() and not l.startswith('I')]
+  lines = _user_lines(stderr)
   assert len(lines) == 1, '\n'.join(lines)[-3000:]
   return lines[0]
 
@@ -119,6 +124,10 @@ def _signal_frozen(proc, sig) -> None:
   os.kill(proc.pid, signal.SIGSTOP)
   os.kill(proc.pid, sig)
   os.kill(proc.pid, signal.SIGCONT)
+
+
+def _holder(pid: int) -> str:
+  return f'pid {pid} on host {socket.gethostname()}'
 
 
 def _lock_pid(workdir) -> int | None:
@@ -240,13 +249,30 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   assert saved < resumed < RUN['num_steps'] and _steps(work)[-1] == resumed
   assert not _tmp_dirs(work)
 
-  # K is killed (SIGKILL) after its next checkpoint; D takes over the dead lock and ends.
+  # K is killed (SIGKILL) after its next checkpoint, which is then damaged (truncated
+  # files; an older quarantine lies beside it). D takes over the dead lock, falls back to
+  # the step before with one warning, and ends.
   k = _start(_args(work, data_dir))
   _wait_for(k, lambda: _steps(work)[-1] > resumed, 'a checkpoint of K')
   os.kill(k.pid, signal.SIGKILL)
   assert k.wait() == -signal.SIGKILL and _lock_pid(work) == k.pid
+  previous, killed = _steps(work)[-2:]
+  _damage(work / 'checkpoints' / str(killed), 'truncate')
+  (work / 'checkpoints' / '3.corrupt').mkdir()
+  os.utime(work / 'checkpoints' / '3.corrupt', (0, 0))
   code, _, err = _finish(_start(_args(work, data_dir)))
-  assert code == 0 and f'taking over the lock of pid {k.pid} ' in err, err[-3000:]
+  assert code == 0, err[-3000:]
+  lines = _user_lines(err)  # one line per event (and a note if old steps were trimmed)
+  (takeover,) = [l for l in lines if 'taking over the lock' in l]
+  (damaged,) = [l for l in lines if 'damaged checkpoint' in l]
+  trimmed = sum('left beyond keep_checkpoints' in l for l in lines)
+  assert len(lines) == 2 + trimmed, '\n'.join(lines)
+  assert f'taking over the lock of {_holder(k.pid)} (since' in takeover
+  assert takeover.endswith(f'{work}/.lock: that trainer is no longer running')
+  assert f'step {killed} (' in damaged and f'resuming from step {previous} instead' in damaged
+  assert (f'({killed}.corrupt is kept for inspection; 1 older .corrupt dir(s) removed)'
+          in damaged)
+  assert [p.name for p in (work / 'checkpoints').glob('*.corrupt')] == [f'{killed}.corrupt']
 
   # The interrupted run equals the uninterrupted one.
   assert _records(work) == _records(baseline)
@@ -353,23 +379,13 @@ def test_fingerprint_matches_a_numpy_reference():
   assert integrity.fingerprint({'x': x}) == {"['x']": f'{s1:08x}{s2:08x}'}
 
 
-def test_damaged_checkpoints_cost_one_warning_or_stop_with_the_workdir_untouched(
+# TensorStore reads still in flight when Orbax gives up on a damaged step call back into an
+# event loop Orbax has closed; Python reports that as an ignored RuntimeError.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_damaged_checkpoints_cost_evaluate_one_warning_or_stop_with_nothing_changed(
     baseline, data_dir, tmp_path):
-  last, work = RUN['num_steps'], tmp_path / 'run'
+  work = tmp_path / 'run'
   shutil.copytree(baseline, work)
-  # train: newest step truncated, an older quarantine left over -> resumes from the step
-  # before with one warning line, and ends exactly like the baseline.
-  _damage(work / 'checkpoints' / str(last), 'truncate')
-  (work / 'checkpoints' / '3.corrupt').mkdir()
-  os.utime(work / 'checkpoints' / '3.corrupt', (0, 0))
-  code, _, err = _finish(_start(_args(work, data_dir)))
-  assert code == 0, err[-3000:]
-  line = _one_line(err)
-  assert 'damaged checkpoint' in line and f'step {last} (' in line, line
-  assert f'{last}.corrupt is kept for inspection; 1 older .corrupt dir(s) removed' in line
-  assert [p.name for p in (work / 'checkpoints').glob('*.corrupt')] == [f'{last}.corrupt']
-  assert _records(work) == _records(baseline)
-
   # evaluate: bytes flipped in the best step, config.json gone -> the next good step, one
   # warning line; asked for that step by number -> an error.
   best = _params(work, 'best')[0]
@@ -423,7 +439,8 @@ def test_leftovers_of_an_interrupted_dataset_preparation_are_removed(tmp_path):
     (None, 'no such file'),
     ('def get_config(:\n', 'line 1: invalid syntax'),
     ('x = 1\n', 'defines no get_config()'),
-    ('def get_config():\n  raise RuntimeError("boom")\n', 'raised RuntimeError: boom (line 2)'),
+    ('def get_config():\n  raise RuntimeError("boom")\n',
+     'raised RuntimeError: boom (line 2)'),
     ('def get_config():\n  return 3\n', 'returned int, not an ml_collections.ConfigDict'),
 ])
 def test_config_file_mistakes_are_one_line(source, needle, tmp_path):
