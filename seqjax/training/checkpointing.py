@@ -28,8 +28,10 @@ temporary directory is removed here (Orbax would only remove it at the next star
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import json
+import logging as py_logging
 import os
 import re
 import shutil
@@ -95,6 +97,18 @@ def brief(err: BaseException) -> str:
         f' ({inner.filename})' if inner.filename else '')
   text = text.split(' See full TensorStore details')[0]
   return f'{type(inner).__name__}: {text[:120]}' if text else type(inner).__name__
+
+
+def _drop_failed_reads() -> None:
+  """After a failed restore, Orbax's other read tasks of that step end with errors nobody
+  awaits; asyncio would log each ("Task exception was never retrieved") whenever they
+  are collected. Collect them now, quietly: the refusal already names the reason."""
+  asyncio_logger = py_logging.getLogger('asyncio')
+  disabled, asyncio_logger.disabled = asyncio_logger.disabled, True
+  try:
+    gc.collect()
+  finally:
+    asyncio_logger.disabled = disabled
 
 
 class Checkpointer:
@@ -266,6 +280,7 @@ class Checkpointer:
         return step, self.restore(step, abstract_params, abstract_opt), refused
       except Exception as err:  # pylint: disable=broad-except
         logging.debug('checkpoint step %d refused', step, exc_info=True)
+        _drop_failed_reads()
         refused.append((step, str(err) if isinstance(err, DamagedCheckpointError)
                         else brief(err)))
     raise DamagedCheckpointError(
