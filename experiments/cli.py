@@ -1,19 +1,37 @@
-"""Shared entry-point plumbing: user mistakes become one line on stderr and exit code 1.
+"""Shared entry-point plumbing: every way a command can end is one line and an exit code.
 
-A user mistake is any ``ValueError`` raised while checking flags, configs, tasks, data or
-workdirs (``seqjax.training.errors.UserError``, ``seqjax.data.errors.DataError``, the
-model config's one-line ``ValueError``s). Anything else is a bug and keeps its traceback.
+The codes (``seqjax.training.errors``): 0 done or pre-empted; 1 a user mistake
+(``UserError``, ``DataError``, a bad flag or config file); 2 NaN/Inf; 3 an environment
+failure (``EnvironmentFailure``, any ``OSError``, device out of memory); 4 anything else,
+an internal error. For 3 and 4 the line names the log file that holds the traceback and
+every warning and error logged before it (``<workdir>/errors.log``, or a file in the
+temporary directory when the workdir cannot take it).
+
+Library errors (Orbax's, TensorStore's, a background thread's) are kept off the console:
+the command's own line says what failed, and the log file keeps their details.
 """
 
 from __future__ import annotations
 
+import collections
+import difflib
 import logging as py_logging
+import os
+import socket
 import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
 from typing import Any, Callable
 
 from absl import app
 from absl import flags
 from absl import logging
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ERROR_LOG = 'errors.log'
 
 
 def fail(message: str) -> None:
@@ -22,6 +40,8 @@ def fail(message: str) -> None:
 
 
 def run_user_errors(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+  """``fn(...)`` with any ``ValueError`` reported as a user mistake (for commands whose
+  every ``ValueError`` is one, e.g. the comparison's argument checks)."""
   try:
     return fn(*args, **kwargs)
   except ValueError as err:
@@ -29,47 +49,276 @@ def run_user_errors(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     fail(text[0] if text else type(err).__name__)
 
 
-def _unknown_field(err: Exception, argv: list[str]) -> str:
-  field = str(err).strip().strip('"').strip("'").splitlines()[0].strip("'")
-  return (f'unknown config field {field!r} in the flags '
-          f'{[a for a in argv[1:] if a.startswith("--config")]}')
+# ----------------------------------------------------------------------------- config files
+
+
+def _config_args(argv: list[str], default: str | None) -> tuple[str | None, list[str]]:
+  """``(--config value, ['--config.a.b=v', ...])`` from ``argv``."""
+  path, overrides = default, []
+  args = argv[1:]
+  for i, arg in enumerate(args):
+    if arg.startswith('--config='):
+      path = arg[len('--config='):]
+    elif arg == '--config' and i + 1 < len(args):
+      path = args[i + 1]
+    elif arg.startswith('--config.'):
+      overrides.append(arg)
+  return path, overrides
+
+
+def _line_in(err: BaseException, path: str) -> str:
+  frames = [f for f in traceback.extract_tb(err.__traceback__)
+            if os.path.abspath(f.filename) == os.path.abspath(path)]
+  return f' (line {frames[-1].lineno})' if frames else ''
+
+
+def load_config_file(spec: str):
+  """The ``ConfigDict`` of ``--config=<file>[:<arg>]``, or ``UserError`` naming what is
+  wrong with the file: missing, a directory, a syntax error, no ``get_config``, a
+  ``get_config`` that raises or returns something else."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from seqjax.training.errors import UserError  # pylint: disable=g-import-not-at-top
+  path, _, arg = spec.partition(':')
+  where = f'--config={path}'
+  if not path:
+    raise UserError('--config is empty; give a config file such as '
+                    'experiments/configs/copying.py')
+  if os.path.isdir(path):
+    files = sorted(f for f in os.listdir(path) if f.endswith('.py') and f != '__init__.py')
+    hint = f', e.g. {os.path.join(path, files[0])}' if files else ''
+    raise UserError(f'{where} is a directory; give one config file in it{hint}')
+  if not os.path.isfile(path):
+    raise UserError(f'{where}: no such file; give a config file such as '
+                    'experiments/configs/copying.py')
+  try:
+    with open(path, encoding='utf-8') as f:
+      code = compile(f.read(), path, 'exec')
+  except SyntaxError as err:
+    raise UserError(f'{where}: line {err.lineno}: {err.msg}; fix the file') from None
+  except (OSError, UnicodeDecodeError) as err:
+    raise UserError(f'{where}: cannot read the file ({err})') from None
+  module = types.ModuleType('seqjax_config_check')
+  module.__file__ = path
+  try:
+    exec(code, module.__dict__)  # pylint: disable=exec-used
+  except Exception as err:  # pylint: disable=broad-except
+    raise UserError(f'{where}: running the file raised {type(err).__name__}: {err}'
+                    f'{_line_in(err, path)}') from None
+  get_config = module.__dict__.get('get_config')
+  if not callable(get_config):
+    raise UserError(f'{where} defines no get_config(); a config file must define '
+                    'get_config() returning an ml_collections.ConfigDict')
+  try:
+    config = get_config(arg) if arg else get_config()
+  except Exception as err:  # pylint: disable=broad-except
+    raise UserError(f'{where}: get_config() raised {type(err).__name__}: {err}'
+                    f'{_line_in(err, path)}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise UserError(f'{where}: get_config() returned {type(config).__name__}, not an '
+                    'ml_collections.ConfigDict')
+  return config
+
+
+def check_overrides(config, overrides: list[str]) -> None:
+  """``UserError`` for the first ``--config.<field>`` naming no field of ``config``, with
+  the closest field name as a suggestion."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from seqjax.training.errors import UserError  # pylint: disable=g-import-not-at-top
+  for flag in overrides:
+    name = flag[len('--config.'):].split('=', 1)[0]
+    node = config
+    for part in name.split('.'):
+      if node is None:
+        break  # a placeholder: ml_collections decides what it may hold
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise UserError(f'unknown config field {part!r} in {flag}: the field before it is '
+                        'a value, not a group of fields')
+      if part not in node:
+        close = difflib.get_close_matches(part, list(node.keys()), n=1)
+        hint = f'; did you mean {close[0]!r}?' if close else ''
+        raise UserError(f'unknown config field {part!r} in {flag}{hint}')
+      node = node[part]
+
+
+def check_config_args(argv: list[str], default: str | None) -> None:
+  """Config-file and override mistakes in ``argv`` as one line and exit code 1, before
+  ``ml_collections`` (whose errors are tracebacks) sees them."""
+  from seqjax.training.errors import UserError  # pylint: disable=g-import-not-at-top
+  spec, overrides = _config_args(argv, default)
+  if spec is None:
+    return
+  try:
+    check_overrides(load_config_file(spec), overrides)
+  except UserError as err:
+    fail(str(err))
 
 
 def define_config(default: str, help_text: str):
-  """``config_flags.DEFINE_config_file`` for ``--config``. With a default file the flag
-  applies ``--config.<field>`` overrides already while being defined, so an unknown field
-  fails here: one line, exit code 1."""
+  """``config_flags.DEFINE_config_file`` for ``--config``, after ``check_config_args``
+  (with a default file the flag applies ``--config.<field>`` overrides already while
+  being defined)."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  check_config_args(sys.argv, default)
   try:
     return config_flags.DEFINE_config_file('config', default, help_text)
-  except (AttributeError, KeyError) as err:
-    fail(_unknown_field(err, sys.argv))
-  except (ValueError, OSError, ImportError, flags.Error) as err:
+  except (AttributeError, KeyError, ValueError, OSError, ImportError, flags.Error) as err:
     fail(str(err).strip().splitlines()[0])
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with config-override mistakes (an unknown
-  ``--config.<field>``, a bad config file) reduced to one line."""
+  """absl's flag parsing with mistakes reduced to one line."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as err:
     fail(f'{str(err).strip().splitlines()[0]} (see --helpfull)')
-  except (AttributeError, KeyError) as err:
-    fail(_unknown_field(err, argv))
-  except (ValueError, OSError, ImportError) as err:
+  except (AttributeError, KeyError, ValueError, OSError, ImportError) as err:
     fail(str(err).strip().splitlines()[0])
   return []
 
 
+# ----------------------------------------------------------------------------- failures
+
+
+def _is_ours(pathname: str) -> bool:
+  return pathname.startswith(REPO) and '/site-packages/' not in pathname
+
+
 class _QuietLibraries(py_logging.Filter):
-  """Orbax logs every save/restore phase at INFO; keep its warnings and errors only."""
+  """Console filter: no Orbax INFO chatter, no library warnings that come with every
+  run (``NOISE``), and no library errors (the command reports the failure itself;
+  ``_ErrorBuffer`` keeps them)."""
+
+  NOISE = ('did not provide metrics', 'read_only=True', 'Given directory is read only',
+           'Using custom data configuration',
+           'Metadata file does not exist')  # a step whose deletion a kill interrupted
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or '/orbax/' not in record.pathname
+    if '/orbax/' in record.pathname and record.levelno < py_logging.WARNING:
+      return False
+    if not _is_ours(record.pathname) and any(n in str(record.msg) for n in self.NOISE):
+      return False
+    return record.levelno < py_logging.ERROR or _is_ours(record.pathname)
 
 
-def run(main: Callable[[list[str]], Any]) -> None:
-  """``absl.app.run`` where bad flags give one line and exit code 1, no traceback."""
+class _ErrorBuffer(py_logging.Handler):
+  """The last warnings and errors of this process, formatted with their tracebacks, for
+  the log file of a failed command."""
+
+  def __init__(self, capacity: int = 500):
+    super().__init__(level=py_logging.WARNING)
+    self.lines: collections.deque[str] = collections.deque(maxlen=capacity)
+    self.setFormatter(py_logging.Formatter(
+        '%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s'))
+
+  def emit(self, record: py_logging.LogRecord) -> None:
+    try:
+      self.lines.append(self.format(record))
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  def add(self, title: str, exc: tuple | None) -> None:
+    text = ''.join(traceback.format_exception(*exc)) if exc and exc[0] else ''
+    self.lines.append(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {title}\n{text}'.rstrip())
+
+
+_BUFFER = _ErrorBuffer()
+
+
+def _capture_background_errors() -> None:
+  """Errors of threads and of ``atexit``/``__del__`` code go to the buffer, not stderr."""
+  py_logging.getLogger().addHandler(_BUFFER)
+
+  def thread_hook(args):
+    _BUFFER.add(f'exception in thread {getattr(args.thread, "name", "?")}',
+                (args.exc_type, args.exc_value, args.exc_traceback))
+
+  def unraisable_hook(unraisable):
+    _BUFFER.add(f'{unraisable.err_msg or "exception ignored"}: {unraisable.object!r}',
+                (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+
+  threading.excepthook = thread_hook
+  sys.unraisablehook = unraisable_hook
+
+
+def write_error_log(workdir: str | None, err: BaseException) -> str:
+  """Appends ``err``'s traceback, then the buffered warnings/errors, to the workdir's log
+  (a temporary file if nothing can be written there); returns its path. The traceback
+  comes first so that a nearly full disk still gets the part that matters."""
+  parts = [f'==== {time.strftime("%Y-%m-%d %H:%M:%S")} pid {os.getpid()} on '
+           f'{socket.gethostname()}: {" ".join(sys.argv)}\n',
+           ''.join(traceback.format_exception(type(err), err, err.__traceback__)),
+           '---- warnings and errors logged before it:\n',
+           *(line + '\n' for line in _BUFFER.lines)]
+  targets = [os.path.join(workdir, ERROR_LOG)] if workdir and os.path.isdir(workdir) else []
+  targets.append(os.path.join(tempfile.gettempdir(), f'seqjax-errors-{os.getpid()}.log'))
+  for path in targets:
+    written = 0
+    try:
+      with open(path, 'a') as f:
+        for part in parts:
+          f.write(part)
+          f.flush()
+          written += 1
+      return path
+    except OSError:
+      if written > 1:  # the traceback is in: good enough on a full disk
+        return f'{path} (cut short: {ERROR_LOG} could not be written in full)'
+  return '(nowhere: no writable place for a log)'
+
+
+def classify(err: BaseException) -> tuple[int, str]:
+  """``(exit code, one-line message)`` for an exception that ended a command."""
+  from seqjax.data.errors import DataError  # pylint: disable=g-import-not-at-top
+  from seqjax.training import errors  # pylint: disable=g-import-not-at-top
+  text = str(err).strip().splitlines()
+  first = text[0] if text else type(err).__name__
+  code = getattr(err, 'exit_code', None)
+  if isinstance(err, DataError):
+    code = errors.EXIT_USER
+  if code is not None:
+    return code, first
+  if isinstance(err, OSError):
+    where = f' ({err.filename})' if err.filename else ''
+    return errors.EXIT_ENVIRONMENT, f'{err.strerror or first}{where}'
+  if 'RESOURCE_EXHAUSTED' in first:
+    return errors.EXIT_ENVIRONMENT, f'out of device memory: {first[:200]}'
+  return errors.EXIT_INTERNAL, f'internal error: {type(err).__name__}: {first[:300]}'
+
+
+def _guarded(main: Callable[[list[str]], Any], workdir_flag: str):
+  """``main`` with every ending mapped to one line and the exit code of ``classify``."""
+  from seqjax.training import errors  # pylint: disable=g-import-not-at-top
+  from seqjax.training.preemption import PREEMPTION  # pylint: disable=g-import-not-at-top
+
+  def guarded(argv):
+    _capture_background_errors()
+    try:
+      PREEMPTION.check()  # SIGTERM while starting up
+      return main(argv)
+    except (SystemExit, KeyboardInterrupt):
+      raise
+    except errors.Preempted:
+      print('pre-empted before the first step: nothing was saved; rerun the same command '
+            'to continue')
+      sys.exit(errors.EXIT_OK)
+    except Exception as err:  # pylint: disable=broad-except
+      code, line = classify(err)
+      if code in (errors.EXIT_ENVIRONMENT, errors.EXIT_INTERNAL):
+        line += f' [traceback: {write_error_log(flags.FLAGS[workdir_flag].value, err)}]'
+      print(f'error: {line}', file=sys.stderr)
+      if code in (errors.EXIT_ENVIRONMENT, errors.EXIT_INTERNAL):
+        # A failed process: skip interpreter shutdown, where stuck library threads and
+        # atexit hooks (e.g. flushing to a full disk) would hang or print tracebacks.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # pylint: disable=protected-access
+      sys.exit(code)
+
+  return guarded
+
+
+def run(main: Callable[[list[str]], Any], workdir_flag: str | None = None) -> None:
+  """``absl.app.run`` where bad flags give one line and exit code 1, no traceback; with
+  ``workdir_flag``, every other ending too (``classify``)."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main, flags_parser=_parse_flags)
+  app.run(_guarded(main, workdir_flag) if workdir_flag else main, flags_parser=_parse_flags)

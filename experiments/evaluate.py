@@ -2,8 +2,14 @@
 
     python -m experiments.evaluate --workdir=/tmp/run --checkpoint=best --split=test
 
-Prints one JSON object ``{"step", "split", <metric>: value, ...}`` on stdout. Exit code 1
-with one line on stderr for a user mistake (no checkpoint, unknown split or step).
+Prints one JSON object ``{"step", "split", <metric>: value, ...}`` on stdout. A damaged
+``best``/``latest`` checkpoint (checksum mismatch, unreadable, NaN/Inf parameters) falls
+back to the next good one with one warning line; a damaged explicit step is an error.
+
+Exit codes: 0 done; 1 a user mistake (no checkpoint, unknown split or step; one line on
+stderr); 3 an environment failure (no usable checkpoint, unreadable files); 4 an internal
+error. For 3 and 4 the line names the log with the full traceback
+(<workdir>/errors.log).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ def evaluate(workdir: str, checkpoint: str, split: str, batch_size: int = 0,
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   from seqjax.training import loop, mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from seqjax.training.errors import UserError  # pylint: disable=g-import-not-at-top
   from seqjax.training.steps import make_eval_step  # pylint: disable=g-import-not-at-top
   model, model_cfg, params, meta, step = loop.load_for_inference(workdir, checkpoint)
   config = ml_collections.ConfigDict(meta['config'])
@@ -34,7 +41,7 @@ def evaluate(workdir: str, checkpoint: str, split: str, batch_size: int = 0,
     config.data_dir = data_dir
   task = loop.open_task(config)
   if split not in task.spec.splits:
-    raise ValueError(f'--split={split!r} is not a split of task {task.spec.name!r}; '
+    raise UserError(f'--split={split!r} is not a split of task {task.spec.name!r}; '
                      f'choose one of {list(task.spec.splits)}')
   mesh = mesh_lib.make_mesh(1)
   eval_step = jax.jit(make_eval_step(model, task.spec.kind, model_cfg.num_classes))
@@ -49,10 +56,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not _WORKDIR.value:
     cli.fail('--workdir is required')
-  result = cli.run_user_errors(evaluate, _WORKDIR.value, _CHECKPOINT.value, _SPLIT.value,
-                               _BATCH.value, _DATA_DIR.value)
+  result = evaluate(_WORKDIR.value, _CHECKPOINT.value, _SPLIT.value, _BATCH.value,
+                    _DATA_DIR.value)
   print(json.dumps(result))
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, workdir_flag='workdir')

@@ -11,6 +11,9 @@ test example), saving the attention matrix (Bahdanau et al. 2015, fig. 3) as a P
 
     python -m experiments.generate --workdir=/tmp/mt --prompt='march 3, 1999' \
         --attention_png=/tmp/attention.png
+
+Exit codes as for evaluate.py: 0 done; 1 a user mistake; 3 an environment failure (no
+usable checkpoint); 4 an internal error (3 and 4 name <workdir>/errors.log).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def translate(model, model_cfg, params, meta, png: str) -> dict:
     src = src_codec.encode(_PROMPT.value)
   else:
     task = loop.open_task(ml_collections.ConfigDict(meta['config']))
-    src = np.asarray(task.dataset('test')[0]['inputs'])
+    src = np.asarray(loop.open_split(task, 'test')[0]['inputs'])
     src = src[src != 0]
   max_len = meta['task']['spec']['max_target_len'] or model_cfg.max_len
   tokens, weights = model.apply({'params': params}, jnp.asarray(src, jnp.int32)[None],
@@ -143,4 +146,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, workdir_flag='workdir')

@@ -1,22 +1,31 @@
-"""Train any seqjax model on any task.
+r"""Train any seqjax model on any task.
 
     python -m experiments.train --config=experiments/configs/selective_copying.py \
         --config.model=mamba --config.model_cfg.d_model=128 --workdir=/tmp/run
 
-Rerunning the same command with the same ``--workdir`` resumes from the newest checkpoint.
-Exit codes: 0 done (or pre-empted by SIGTERM after saving: rerun to resume); 1 a user
-error (one line on stderr, no traceback); 2 the loss became NaN/Inf (the message names the
-step; the last good checkpoint is kept).
+Rerunning the same command with the same ``--workdir`` resumes from the newest good
+checkpoint (a damaged one is moved aside with a warning; ``--config.restart=True`` starts
+over). One trainer per workdir: a second one exits at once naming the first.
+
+Exit codes: 0 done, or pre-empted by SIGTERM (the step reached is saved; rerun to
+resume); 1 a user mistake (bad flag, config file, data or workdir; one line on stderr);
+2 the loss or gradient norm became NaN/Inf (the newest checkpoint is kept); 3 an
+environment failure (disk full, unwritable or locked workdir, damaged checkpoints); 4 an
+internal error. For 3 and 4 the line names the log with the full traceback
+(<workdir>/errors.log).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app
+# First, before the slow imports: from here on SIGTERM is a clean stop, not exit code 143.
+from seqjax.training import preemption  # pylint: disable=g-import-not-at-top
+
+preemption.install()
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 
 from experiments import cli
 
@@ -33,16 +42,10 @@ def main(argv):
   if not _WORKDIR.value:
     cli.fail('--workdir is required (the directory for checkpoints and metrics)')
   from seqjax.training import loop  # pylint: disable=g-import-not-at-top
-  from seqjax.training.errors import NonFiniteLossError  # pylint: disable=g-import-not-at-top
-  try:
-    result = cli.run_user_errors(loop.train, _CONFIG.value, _WORKDIR.value)
-  except NonFiniteLossError as err:
-    logging.error('%s', err)
-    print(f'error: {err}', file=sys.stderr)
-    sys.exit(2)
+  result = loop.train(_CONFIG.value, _WORKDIR.value)
   if 'preempted' in result:
-    print(f'pre-empted: saved step {result["preempted"]}; rerun to resume')
+    print(result['message'])
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, workdir_flag='workdir')

@@ -59,6 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 200
   c.keep_checkpoints = 2   # last k, plus the best by the task's eval metric
   c.async_checkpoint = True
+  c.restart = False        # True: delete this workdir's checkpoints and start from step 0
   c.tensorboard = True
   # Devices.
   c.num_devices = 0        # 0 = all visible devices

@@ -220,7 +220,11 @@ def csv_file(data_dir=None, seed: int = 0, **options: Any) -> Task:
         raise DataError(f'{path}: line {line}: expected {width} columns separated by '
                         f'{delim!r}, found {len(row)}; fix the row or quote fields that '
                         f'contain the delimiter')
-      rows.append((line, row[text_col], row[label_col].strip()))
+      label = row[label_col].strip()
+      if not label:
+        raise DataError(f'{path}: line {line}: the label (column {label_col}) is empty; '
+                        f'give the row a label or remove it')
+      rows.append((line, row[text_col], label))
   except csv.Error as e:
     raise DataError(f'{path}: line {reader.line_num}: malformed CSV ({e}); fix quoting or '
                     f'set delimiter=') from None

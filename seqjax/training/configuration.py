@@ -47,9 +47,18 @@ def check_config(config) -> None:
   _need(config.lr_schedule in SCHEDULES,
         f'config.lr_schedule={config.lr_schedule!r} is not valid; choose one of '
         f'{list(SCHEDULES)}')
+  _need(isinstance(config.get('restart', False), bool),
+        f'config.restart={config.get("restart")!r} must be True or False')
   _need(config.batch_size % config.grad_accum_steps == 0,
         f'config.batch_size={config.batch_size} must be divisible by '
         f'config.grad_accum_steps={config.grad_accum_steps}')
+
+
+def check_device_count(config, available: int) -> None:
+  """``config.num_devices`` must not ask for more devices than this job has."""
+  _need(config.num_devices <= available,
+        f'config.num_devices={config.num_devices} but this job sees {available} '
+        f'device(s); set --config.num_devices to at most {available} (0 = all)')
 
 
 def check_devices(config, num_devices: int, num_processes: int) -> None:

@@ -1,23 +1,28 @@
 """The one trainer: ``train(config, workdir)`` for every task kind and model family.
 
-Flow (nanodo / flax-examples style): check the config -> open the task -> build the
-``ModelConfig`` and model -> mesh and shardings -> restore the newest readable checkpoint
-(params, optimizer state, rng, data-iterator state) or initialise -> loop over
-``num_steps`` jitted, buffer-donating train steps, logging every ``log_every``, evaluating
-on the validation split every ``eval_every`` and checkpointing every ``checkpoint_every``
-(and at every evaluation, with its metric, for best-checkpoint retention) -> final test
-evaluation on the best checkpoint.
+Flow (nanodo / flax-examples style): check the config -> make sure the workdir is writable
+and lock it (one writer per workdir) -> open the task -> build the ``ModelConfig`` and model
+-> mesh and shardings -> restore the newest *verified* checkpoint (params, optimizer state,
+rng, data-iterator state, the open metrics window) or initialise -> loop over
+``num_steps`` jitted, buffer-donating train steps, writing a train line every
+``log_every``, evaluating on the validation split every ``eval_every`` and checkpointing
+every ``checkpoint_every`` (and at every evaluation, with its metric, for best-checkpoint
+retention) -> final test evaluation on the best checkpoint, once per run.
 
-Step metrics stay on the device until the next log/checkpoint boundary, so the host never
-waits for the device inside the loop; at the boundary a non-finite loss stops the run with
-``NonFiniteLossError`` naming the step, *before* anything after it is saved. Rerunning the
-same command on the same workdir resumes exactly where the last checkpoint left off.
-SIGTERM (pre-emption) sets a flag; the loop saves at the current step and ``train``
-returns normally (the entry point exits with code 0).
+Step metrics stay on the device until the next line/checkpoint boundary, so the host never
+waits for the device inside the loop; at the boundary a NaN/Inf loss or gradient norm
+stops the run with ``NonFiniteLossError`` naming the quantity and the step, *before*
+anything after it is saved. Rerunning the same command on the same workdir resumes exactly
+where the last checkpoint left off; a damaged newest checkpoint is moved aside and the
+previous good one used (one warning line); when none is good the run stops
+(``DamagedCheckpointError``) and only ``config.restart=True`` starts it over. SIGTERM
+(pre-emption, ``seqjax.training.preemption``) stops the loop at the next step boundary,
+saves that step unless it is saved already, and ``train`` returns normally.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,43 +39,40 @@ from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model, example_inputs
 from seqjax.training import configuration, fault_injection, losses, mesh as mesh_lib
-from seqjax.training import optimizer as opt_lib
-from seqjax.training.checkpointing import Checkpointer
-from seqjax.training.errors import NonFiniteLossError, UserError
-from seqjax.training.metrics_writer import MetricsWriter
+from seqjax.training import optimizer as opt_lib, resume
+from seqjax.training.checkpointing import Checkpointer, brief, fallback_warning
+from seqjax.training.errors import (DamagedCheckpointError, NonFiniteLossError, Preempted,
+                                    UserError)
+from seqjax.training.metrics_writer import MetricsWriter, TrainWindow, has_line
+from seqjax.training.preemption import PREEMPTION
 from seqjax.training.state import TrainState, init_state, param_count
 from seqjax.training.steps import make_eval_step, make_train_step
+from seqjax.training.workdir import WorkdirLock, ensure_writable
 
 CHECKPOINT_DIR = 'checkpoints'
 
 
-class _Preemption:
-  """SIGTERM sets a flag the loop polls (Orbax's ``reached_preemption`` needs
-  ``jax.distributed``; a flag works on one host too)."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = None
-
-  def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: leave signals alone
-      self._old = None
-    return self
-
-  def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
-
-
 def open_task(config):
+  """The config's task; a bad task name or option is a ``UserError``."""
   options = config.task_options.to_dict() if config.task_options else {}
-  return get_task(config.task, data_dir=config.data_dir or None, seed=config.seed,
-                  **options)
+  try:
+    return get_task(config.task, data_dir=config.data_dir or None, seed=config.seed,
+                    **options)
+  except UserError:
+    raise
+  except ValueError as err:
+    raise UserError(str(err)) from None
+
+
+def open_split(task, split: str):
+  """``task.dataset(split)`` (prepares the data on first use); a bad split or option is a
+  ``UserError``."""
+  try:
+    return task.dataset(split)
+  except UserError:
+    raise
+  except ValueError as err:
+    raise UserError(str(err)) from None
 
 
 def abstract_with(tree, shardings):
@@ -81,7 +83,7 @@ def abstract_with(tree, shardings):
 def evaluate_params(eval_step, params, task, split: str, batch_size: int,
                     batch_sharding, max_batches: int = 0) -> dict[str, float]:
   """Metrics of ``params`` over ``split`` (or its first ``max_batches`` batches)."""
-  it = make_eval_iterator(task.dataset(split), task.spec,
+  it = make_eval_iterator(open_split(task, split), task.spec,
                           batch_size=batch_size // jax.process_count(),
                           shard_index=jax.process_index(), shard_count=jax.process_count())
   outs = []
@@ -102,33 +104,79 @@ def _meta(config, model_cfg: ModelConfig, task) -> dict[str, Any]:
           'task': {'spec': dataclasses.asdict(task.spec), 'metadata': task.metadata}}
 
 
-def _saved_meta(ckpt: Checkpointer) -> dict | None:
-  for step in reversed(ckpt.all_steps()):
+def _write_json_atomically(path: str, obj: Any) -> None:
+  with open(f'{path}.tmp', 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(f'{path}.tmp', path)
+
+
+def _non_finite_error(kind: str, step: int, m: dict,
+                      ckpt: Checkpointer) -> NonFiniteLossError:
+  """The NaN/Inf stop: which quantity, at which step, and what checkpoint is kept."""
+  loss = losses.finalize(kind, losses.add_sums(
+      None, {k: v for k, v in m.items() if k not in ('grad_norm', 'lr')}))['loss']
+  grad = float(m['grad_norm'])
+  what = (f'the loss became {loss} at step {step} (gradient norm {grad})'
+          if not np.isfinite(loss) else
+          f'the gradient norm became {grad} at step {step} (loss {loss:.6g})')
+  ckpt.wait()
+  newest = ckpt.latest_step()
+  kept = (f'the newest checkpoint, step {newest}, is kept in {ckpt.directory}'
+          if newest is not None else 'no checkpoint was saved yet')
+  return NonFiniteLossError(
+      f'{what}; stopped before saving it: {kept}. Lower --config.learning_rate, raise '
+      '--config.warmup_steps or set --config.grad_clip')
+
+
+def _close_at_exit(stack: contextlib.ExitStack, close) -> None:
+  """``close()`` when ``stack`` unwinds; if an error is already on its way out, a failure
+  to close (e.g. on the same full disk) must not replace it."""
+
+  def exit_fn(exc_type, exc, tb):  # pylint: disable=unused-argument
     try:
-      return ckpt.restore_meta(step)
+      close()
     except Exception:  # pylint: disable=broad-except
-      continue  # restore_latest reports and skips unreadable steps
-  return None
+      if exc_type is None:
+        raise
+    return False
+
+  stack.push(exit_fn)
 
 
 def train(config, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the run in ``workdir``; returns the final metrics
-  (``{'validation': ..., 'test': ...}``; ``{'preempted': step}`` after SIGTERM)."""
+  (``{'validation': ..., 'test': ...}``), or after SIGTERM ``{'preempted': step,
+  'saved': step or None, 'message': ...}``."""
   configuration.check_config(config)
   mesh_lib.maybe_initialize_distributed(config.multihost)
+  lead = jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    stack.enter_context(PREEMPTION.handling())
+    if lead:  # before any data is prepared
+      ensure_writable(workdir)
+      stack.enter_context(WorkdirLock(workdir))
+    try:
+      return _train(config, workdir, lead, stack)
+    except Preempted:
+      return {'preempted': None, 'saved': None,
+              'message': 'pre-empted before the first step: nothing new was saved; rerun '
+                         'the same command to continue'}
+
+
+def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dict[str, Any]:
   task = open_task(config)
   spec = task.spec
   model_cfg = configuration.model_config(config, spec)
+  configuration.check_device_count(config, jax.device_count())
   mesh = mesh_lib.make_mesh(config.num_devices)
   configuration.check_devices(config, mesh.size, jax.process_count())
-  os.makedirs(workdir, exist_ok=True)
-  lead = jax.process_index() == 0
 
   ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints,
                       best_metric=spec.eval_metric,
                       larger_is_better=spec.eval_metric_larger_is_better,
                       async_save=config.async_checkpoint)
-  saved = _saved_meta(ckpt)
+  _close_at_exit(stack, ckpt.manager.close)
+  saved = None if config.get('restart', False) else resume.saved_meta(ckpt)
   if saved is not None:
     configuration.check_same_shape(saved['model_cfg'], model_cfg, workdir)
   meta = _meta(config, model_cfg, task)
@@ -139,27 +187,29 @@ def train(config, workdir: str) -> dict[str, Any]:
   abstract = jax.eval_shape(init_fn)
   shardings = mesh_lib.state_shardings(abstract, mesh, config.fsdp, config.fsdp_min_size)
   batch_sh, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+  abstract_params = abstract_with(abstract.params, shardings.params)
 
-  restored = ckpt.restore_latest(
-      abstract_with(abstract.params, shardings.params),
+  start, got = resume.restore_or_start(
+      ckpt, config, abstract_params,
       abstract_with({'step': abstract.step, 'opt_state': abstract.opt_state,
                      'rng': abstract.rng},
                     {'step': shardings.step, 'opt_state': shardings.opt_state,
                      'rng': shardings.rng}))
-  if restored is not None:
-    start, got = restored
+  if got is not None:
     state = TrainState(step=got['opt']['step'], params=got['params'],
                        opt_state=got['opt']['opt_state'], rng=got['opt']['rng'])
-    data_state = got['data']
+    data_state, progress = got['data'], got.get('progress')
     logging.info('resumed from %s step %d', ckpt.directory, start)
   else:
-    start, data_state = 0, None
+    data_state = progress = None
     state = jax.jit(init_fn, out_shardings=shardings)()
   logging.info('task %s (%s), model %s: %d parameters, %d device(s), %d process(es)',
                spec.name, spec.kind, model_cfg.model, param_count(state.params), mesh.size,
                jax.process_count())
 
-  train_iter = make_iterator(task.dataset('train'), spec,
+  with PREEMPTION.interruptible():  # the first use prepares the data: may take long
+    train_source = open_split(task, 'train')
+  train_iter = make_iterator(train_source, spec,
                              batch_size=config.batch_size // jax.process_count(),
                              seed=config.seed, shard_index=jax.process_index(),
                              shard_count=jax.process_count())
@@ -181,127 +231,157 @@ def train(config, workdir: str) -> dict[str, Any]:
 
   writer = MetricsWriter(workdir, enabled=lead, total_steps=config.num_steps,
                          start_step=start, tensorboard=config.tensorboard)
+  _close_at_exit(stack, writer.close)
   if lead and start == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      json.dump(meta, f, indent=1)
+    _write_json_atomically(os.path.join(workdir, 'config.json'), meta)
+  PREEMPTION.check()  # SIGTERM during the set-up: stop before any step
 
-  pending: list[Any] = []
-  window = {'t0': time.perf_counter(), 'tokens': 0}
+  window = TrainWindow(progress)
+  pending: list[Any] = []  # device metrics of the steps since the last collect()
+  tokens = [0]
 
-  def flush(step: int) -> None:
-    """Writes the train metrics since the last flush; stops on a non-finite loss."""
+  def collect(step: int) -> None:
+    """Host copies of the pending step metrics into the window; stops on NaN/Inf."""
     if not pending:
       return
     got = jax.device_get(pending)
     first = step - len(got) + 1
     for i, m in enumerate(got):
       if not (np.isfinite(m['loss_sum']) and np.isfinite(m['grad_norm'])):
-        ckpt.wait()
-        raise NonFiniteLossError(
-            f'loss became {float(m["loss_sum"])} at step {first + i} (gradient norm '
-            f'{float(m["grad_norm"])}); stopped. The last good checkpoint, step '
-            f'{ckpt.latest_step()}, is kept in {ckpt.directory}')
-    sums = None
-    for m in got:
-      sums = losses.add_sums(sums, {k: v for k, v in m.items()
-                                    if k not in ('grad_norm', 'lr')})
-    elapsed = time.perf_counter() - window['t0']
-    metrics = losses.finalize(spec.kind, sums)
-    metrics.update(grad_norm=float(np.mean([m['grad_norm'] for m in got])),
-                   lr=float(got[-1]['lr']), step_time=elapsed / len(got),
-                   tokens_per_sec=window['tokens'] / max(elapsed, 1e-9))
-    writer.write(step, 'train', metrics)
+        raise _non_finite_error(spec.kind, first + i, m, ckpt)
+    window.add(got, tokens[0])
     pending.clear()
-    window.update(t0=time.perf_counter(), tokens=0)
+    tokens[0] = 0
 
   def save(step: int, metrics: dict | None = None) -> None:
-    ckpt.save(step, state, train_iter.get_state(), meta, metrics)
+    ckpt.save(step, state, train_iter.get_state(), meta, metrics, progress=window.state())
 
   step = start
   result: dict[str, Any] = {}
-  with _Preemption() as preempt:
-    try:
-      while step < config.num_steps:
-        if preempt.requested:
-          flush(step)
+  try:
+    while step < config.num_steps:
+      if PREEMPTION.should_stop(step):
+        collect(step)
+        if step > start and ckpt.latest_step() != step:  # never save a step twice
           save(step)
-          logging.warning('SIGTERM: saved step %d in %s; rerun the same command to '
-                          'resume', step, ckpt.directory)
-          result = {'preempted': step}
-          break
-        batch = next(train_iter)
-        window['tokens'] += int(batch['mask'].sum())
-        state, metrics = train_step(state, mesh_lib.global_batch(batch, batch_sh))
-        pending.append(metrics)
-        step += 1
-        writer.advance()
-        last = step == config.num_steps
-        do_eval = has_val and (step % config.eval_every == 0 or last)
-        do_save = do_eval or last or step % config.checkpoint_every == 0
-        if do_save or step % config.log_every == 0:
-          flush(step)
-        if do_eval:
-          t_eval = time.perf_counter()
-          val = evaluate_params(eval_step, state.params, task, 'validation', eval_bs,
-                                batch_sh, config.eval_steps)
-          writer.write(step, 'validation', val)
-          result['validation'] = val
-          # Evaluation is not training time; checkpointing (below) is, and stays counted.
-          window['t0'] += time.perf_counter() - t_eval
-        if do_save:
-          save(step, val if do_eval else None)
-        if step == fault_injection.kill_at_step():
-          os.kill(os.getpid(), signal.SIGKILL)
-    finally:
-      # Let an in-flight async save finish so the last good checkpoint is complete.
+        ckpt.wait()
+        newest = ckpt.latest_step()
+        kept = f'newest checkpoint: step {newest}' if newest is not None else 'none yet'
+        result = {'preempted': step, 'saved': newest if step > start else None,
+                  'message': (f'pre-empted: saved step {newest}; rerun to resume'
+                              if step > start else
+                              f'pre-empted before the first step: nothing new was saved '
+                              f'({kept}); rerun the same command to continue')}
+        break
+      batch = next(train_iter)
+      tokens[0] += int(batch['mask'].sum())
+      state, metrics = train_step(state, mesh_lib.global_batch(batch, batch_sh))
+      pending.append(metrics)
+      step += 1
+      writer.advance()
+      ckpt.poll()  # a failed background save is reported within one step
+      last = step == config.num_steps
+      do_eval = has_val and (step % config.eval_every == 0 or last)
+      do_save = do_eval or last or step % config.checkpoint_every == 0
+      do_line = do_eval or last or step % config.log_every == 0
+      if do_save or do_line:
+        collect(step)
+      line = window.take(spec.kind) if do_line else None
+      if line:
+        writer.write(step, 'train', line)
+      if do_eval:
+        t_eval = time.perf_counter()
+        val = evaluate_params(eval_step, state.params, task, 'validation', eval_bs,
+                              batch_sh, config.eval_steps)
+        writer.write(step, 'validation', val)
+        result['validation'] = val
+        # Evaluation is not training time; checkpointing (below) is, and stays counted.
+        window.exclude(time.perf_counter() - t_eval)
+      if do_save:
+        save(step, val if do_eval else None)
+      if step == fault_injection.kill_at_step():
+        os.kill(os.getpid(), signal.SIGKILL)
+  except BaseException:
+    # Let a save in flight finish so the newest checkpoint is complete; its own failure
+    # must not hide the error that got us here.
+    with contextlib.suppress(Exception):
       ckpt.wait()
-
-  if 'preempted' in result:
-    writer.close()
-    ckpt.close()
+    raise
+  ckpt.wait()
+  if 'preempted' in result or 'test' not in spec.splits:
     return result
-  if 'test' in spec.splits:
-    best = ckpt.best_step() if has_val else None
-    which = best if best is not None else ckpt.latest_step()
-    params = state.params
-    if which is not None and which != step:
-      params, _ = ckpt.restore_params(which, abstract_with(abstract.params,
-                                                           shardings.params))
-    test = evaluate_params(eval_step, params, task, 'test', eval_bs, batch_sh)
-    test['checkpoint_step'] = which if which is not None else step
-    writer.write(step, 'test', test)
-    result['test'] = test
-  writer.close()
-  ckpt.close()
+  try:
+    result['test'] = _final_test(ckpt, has_val, state.params, step, abstract_params,
+                                 eval_step, task, eval_bs, batch_sh, writer, workdir)
+  except Preempted:
+    return {'preempted': step, 'saved': ckpt.latest_step(),
+            'message': f'pre-empted during the final test evaluation: training is complete '
+                       f'(step {step} saved); rerun to evaluate'}
   return result
+
+
+def _final_test(ckpt, has_val, params, step, abstract_params, eval_step, task, eval_bs,
+                batch_sh, writer, workdir) -> dict[str, float]:
+  """Test metrics of the best (else the latest) checkpoint, written once per run: a
+  rerun of a finished run returns the recorded line and writes nothing."""
+  recorded = has_line(workdir, step, 'test')
+  if recorded is not None:
+    logging.info('the test line of step %d is written already; nothing to do', step)
+    return {k: v for k, v in recorded.items() if k not in ('step', 'split')}
+  best = ckpt.best_step() if has_val else None
+  which = best if best is not None else ckpt.latest_step()
+  with PREEMPTION.interruptible():
+    if which is not None and which != step:
+      try:
+        params = ckpt.restore(which, abstract_params)['params']
+      except Exception as err:  # pylint: disable=broad-except
+        why = str(err) if isinstance(err, DamagedCheckpointError) else brief(err)
+        fallback_warning(ckpt.directory, [(which, why)], step, 'testing the final')
+        which = step
+    test = evaluate_params(eval_step, params, task, 'test', eval_bs, batch_sh)
+  test['checkpoint_step'] = which if which is not None else step
+  writer.write(step, 'test', test)
+  return test
 
 
 def load_for_inference(workdir: str, which: str | int = 'best'):
   """``(model, model_cfg, params, meta, step)`` from ``workdir``'s checkpoint ``which``
-  (``best``/``latest``/a step), restoring parameters only (no optimizer state)."""
+  (``best``/``latest``/a step), restoring parameters only (no optimizer state).
+
+  A damaged ``best``/``latest`` falls back to the next good step with one warning line;
+  an explicitly numbered damaged step, or no good step at all, is a
+  ``DamagedCheckpointError``.
+  """
   directory = os.path.join(workdir, CHECKPOINT_DIR)
   if not os.path.isdir(directory):
     raise UserError(f'no checkpoints in {directory}; train first with python -m '
                     f'experiments.train --workdir={workdir}')
-  best = None
-  cfg_path = os.path.join(workdir, 'config.json')
-  if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      spec = json.load(f)['task']['spec']
-    best = (spec['eval_metric'], spec['eval_metric_larger_is_better'])
-  ckpt = Checkpointer(directory, best_metric=best[0] if best else 'loss',
-                      larger_is_better=best[1] if best else False, read_only=True)
-  try:
-    step = ckpt.resolve(which)
-  except ValueError as err:
-    raise UserError(str(err)) from None
-  meta = ckpt.restore_meta(step)
+  probe = Checkpointer(directory, read_only=True)
+  steps, meta = probe.all_steps(), resume.saved_meta(probe)
+  probe.close()
+  if not steps:
+    raise UserError(f'no checkpoint in {directory}; train first with python -m '
+                    f'experiments.train --workdir={workdir}')
+  if meta is None:
+    raise DamagedCheckpointError(f'no readable checkpoint in {directory}: every step is '
+                                 'damaged')
+  spec = meta['task']['spec']  # not config.json: the checkpoints must be enough
   model_cfg = ModelConfig.from_mapping(meta['model_cfg'])
   model = build_model(model_cfg)
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
                                                *example_inputs(model_cfg))['params'])
   repl = mesh_lib.replicated(mesh_lib.make_mesh(1))
-  params, _ = ckpt.restore_params(step, abstract_with(
-      abstract, jax.tree.map(lambda _: repl, abstract)))
-  ckpt.close()
-  return model, model_cfg, params, meta, step
+  ckpt = Checkpointer(directory, best_metric=spec['eval_metric'],
+                      larger_is_better=spec['eval_metric_larger_is_better'], read_only=True)
+  try:
+    candidates = ckpt.candidates(which)
+    step, got, refused = ckpt.restore_first_good(candidates, abstract_with(
+        abstract, jax.tree.map(lambda _: repl, abstract)))
+  except ValueError as err:
+    raise UserError(str(err)) from None
+  finally:
+    ckpt.close()
+  if refused:
+    fallback_warning(directory, refused, step, 'using')
+  return model, model_cfg, got['params'], got['meta'], step
+

@@ -3,8 +3,11 @@ is a terminal), ``<workdir>/metrics.jsonl`` (one JSON object per line:
 ``{"step", "split", <metric>: value, ...}``) and TensorBoard event files under
 ``<workdir>/tensorboard`` (tensorboardX, no TensorFlow).
 
-A resumed run first drops JSON lines past the restored step, so the file of an interrupted
-and resumed run reads exactly like that of an uninterrupted one.
+A resumed run first drops JSON lines past the restored step (and TensorBoard purges its
+events past it: ``purge_step``), so every ``(step, split)`` appears once and the record of
+an interrupted and resumed run reads exactly like that of an uninterrupted one.
+``TrainWindow`` holds the train metrics since the last train line; checkpoints carry its
+state, so a run pre-empted mid-window writes the same next line after resuming.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import json
 import math
 import os
 import sys
-from typing import Mapping
+import time
+from typing import Any, Mapping
 
 from absl import logging
+import numpy as np
+
+from seqjax.training import losses
 
 JSONL = 'metrics.jsonl'
 
@@ -26,6 +33,67 @@ def read_jsonl(workdir: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def has_line(workdir: str, step: int, split: str) -> dict | None:
+  """The ``metrics.jsonl`` record of ``(step, split)``, if written."""
+  for record in read_jsonl(workdir):
+    if record.get('step') == step and record.get('split') == split:
+      return record
+  return None
+
+
+class TrainWindow:
+  """Train-step metrics since the last train line: loss/metric sums (``losses.add_sums``),
+  gradient norms, steps, scored tokens and training seconds (evaluation excluded)."""
+
+  def __init__(self, state: Mapping[str, Any] | None = None):
+    state = state or {}
+    sums = state.get('sums')
+    self.sums = None if sums is None else {k: np.asarray(v, np.float64)
+                                           for k, v in sums.items()}
+    self.grad_norm_sum = float(state.get('grad_norm_sum', 0.0))
+    self.steps = int(state.get('steps', 0))
+    self.lr = float(state.get('lr', 0.0))
+    self.tokens = int(state.get('tokens', 0))
+    self._seconds = float(state.get('seconds', 0.0))
+    self._t0 = time.perf_counter()
+
+  def add(self, step_metrics: list[Mapping[str, Any]], tokens: int) -> None:
+    """Adds host copies of train-step outputs (``loss_sum``..., ``grad_norm``, ``lr``)."""
+    for m in step_metrics:
+      self.sums = losses.add_sums(self.sums, {k: v for k, v in m.items()
+                                              if k not in ('grad_norm', 'lr')})
+      self.grad_norm_sum += float(m['grad_norm'])
+      self.lr = float(m['lr'])
+    self.steps += len(step_metrics)
+    self.tokens += tokens
+
+  def exclude(self, seconds: float) -> None:
+    """Time spent on something else (evaluation) does not count as training time."""
+    self._t0 += seconds
+
+  def seconds(self) -> float:
+    return self._seconds + time.perf_counter() - self._t0
+
+  def state(self) -> dict[str, Any]:
+    """JSON-serialisable state (saved in checkpoints)."""
+    return {'sums': None if self.sums is None else {k: np.asarray(v).tolist()
+                                                    for k, v in self.sums.items()},
+            'grad_norm_sum': self.grad_norm_sum, 'steps': self.steps, 'lr': self.lr,
+            'tokens': self.tokens, 'seconds': self.seconds()}
+
+  def take(self, kind: str) -> dict[str, float] | None:
+    """The window's metrics line (None if empty), and a fresh window."""
+    if not self.steps:
+      return None
+    seconds = self.seconds()
+    metrics = losses.finalize(kind, self.sums)
+    metrics.update(grad_norm=self.grad_norm_sum / self.steps, lr=self.lr,
+                   step_time=seconds / self.steps,
+                   tokens_per_sec=self.tokens / max(seconds, 1e-9))
+    self.__init__()
+    return metrics
 
 
 def _fmt(v: float) -> str:
@@ -47,7 +115,12 @@ class MetricsWriter:
     self._file = open(self._path, 'a')
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      # purge_step: TensorBoard hides this run's earlier events from that step on.
+      # The sub-second suffix keeps event files of runs started within one second apart
+      # and in time order (TensorBoard reads them in name order).
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                               purge_step=start_step + 1,
+                               filename_suffix=f'.{time.time_ns() % 10**9:09d}')
     if sys.stdout.isatty() and total_steps:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total_steps, initial=start_step, unit='step',
@@ -60,8 +133,10 @@ class MetricsWriter:
       lines = [ln for ln in f if ln.strip()]
     keep = [ln for ln in lines if json.loads(ln).get('step', 0) <= step]
     if len(keep) != len(lines):
-      with open(self._path, 'w') as f:
+      tmp = f'{self._path}.tmp'
+      with open(tmp, 'w') as f:
         f.writelines(keep)
+      os.replace(tmp, self._path)  # never a half-written file
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -84,10 +159,17 @@ class MetricsWriter:
       self._bar.update(steps)
 
   def close(self) -> None:
+    """Closes every sink; the first failure (e.g. a full disk) is raised after all are
+    closed."""
     if not self.enabled:
       return
-    self._file.close()
-    if self._tb is not None:
-      self._tb.close()
-    if self._bar is not None:
-      self._bar.close()
+    failure = None
+    for sink in (self._file, self._tb, self._bar):
+      try:
+        if sink is not None:
+          sink.close()
+      except Exception as err:  # pylint: disable=broad-except
+        failure = failure or err
+    self.enabled = False
+    if failure is not None:
+      raise failure

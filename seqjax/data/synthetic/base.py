@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import fcntl
 import os
+import shutil
 import zlib
 from typing import Any, Callable
 
+from absl import logging
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
@@ -175,6 +178,28 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         yield start + i, {key: column[i] for key, column in columns.items()}
 
 
+def _prepare(builder: SyntheticBuilder) -> None:
+  """Generates the files under an exclusive lock on ``<config dir>.lock``.
+
+  TFDS writes into ``incomplete.*`` and renames it when done; a process killed meanwhile
+  leaves that directory behind. Under the lock no other process can be writing one, so
+  any ``incomplete.*`` found is such a leftover and is removed. Other processes preparing
+  the same data wait for the lock and then find the files ready.
+  """
+  config_dir = os.path.dirname(os.fspath(builder.data_dir))  # .../<config>/<version>
+  os.makedirs(config_dir, exist_ok=True)
+  with open(config_dir + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    for name in os.listdir(config_dir):
+      if name.startswith('incomplete.'):
+        logging.warning('removing %s, left by an interrupted dataset preparation',
+                        os.path.join(config_dir, name))
+        shutil.rmtree(os.path.join(config_dir, name), ignore_errors=True)
+    # No-op when another process finished meanwhile. Statistics would need TensorFlow.
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+
+
 class _AsArrays:
   """Example -> dict of arrays in the feature dtypes.
 
@@ -200,9 +225,8 @@ class _Opener:
     if self._builder is None:
       builder = self.builder_cls(data_dir=self.data_dir, config=self.config,
                                  file_format='array_record')
-      # No-op when the files exist already. Statistics would need TensorFlow: skip them.
-      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-          compute_stats=tfds.download.ComputeStatsMode.SKIP))
+      if not builder.is_prepared():
+        _prepare(builder)
       self._builder = builder
     return self._builder
 
