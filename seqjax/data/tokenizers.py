@@ -201,6 +201,14 @@ Tokenizer = ByteTokenizer | CharTokenizer | WordTokenizer
 TOKENIZERS = ('byte', 'char', 'word')
 
 
+def lm_metrics(tokenizer: Tokenizer) -> tuple[str, ...]:
+  """What a language model over ``tokenizer``'s units reports: token accuracy, perplexity
+  and the loss in bits per unit (bits per character is the char-LM convention, e.g.
+  Graves 2013; bits per byte for byte LMs). No sequence accuracy: no text is "right"."""
+  unit = {'char': 'char', 'byte': 'byte'}.get(tokenizer.kind, 'token')
+  return ('token_accuracy', 'perplexity', f'bits_per_{unit}')
+
+
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
   """Inverse of ``to_dict()``."""
   kind = d.get('type') if isinstance(d, dict) else None

@@ -93,7 +93,7 @@ def evaluate_params(eval_step, params, task, split: str, batch_size: int,
     sums = losses.add_sums(sums, out)
   if sums is None:
     raise UserError(f'split {split!r} of task {task.spec.name!r} is empty')
-  return losses.finalize(task.spec.kind, sums)
+  return losses.finalize(task.spec.kind, sums, task.spec.metrics)
 
 
 def _meta(config, model_cfg: ModelConfig, task) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def train(config, workdir: str) -> dict[str, Any]:
       sums = losses.add_sums(sums, {k: v for k, v in m.items()
                                     if k not in ('grad_norm', 'lr')})
     elapsed = time.perf_counter() - window['t0']
-    metrics = losses.finalize(spec.kind, sums)
+    metrics = losses.finalize(spec.kind, sums, spec.metrics)
     metrics.update(grad_norm=float(np.mean([m['grad_norm'] for m in got])),
                    lr=float(got[-1]['lr']), step_time=elapsed / len(got),
                    tokens_per_sec=window['tokens'] / max(elapsed, 1e-9))
