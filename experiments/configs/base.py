@@ -16,7 +16,7 @@ from seqjax.models.config import ModelConfig
 
 # Fixed by the task (TaskSpec.model_fields) or by config.model, so not in model_cfg.
 TASK_FIXED = ('model', 'head', 'vocab_size', 'input_features', 'num_classes',
-              'tgt_vocab_size')
+              'tgt_vocab_size', 'num_segments')
 
 
 def model_defaults(**overrides) -> ml_collections.ConfigDict:

@@ -14,6 +14,8 @@ tiny_shakespeare    token           character LM (Karpathy 2015), windows of ``s
 smnist / psmnist    classification  MNIST as 784 pixels [784, 1] (Le et al. 2015), psmnist
                                     with a fixed seeded pixel permutation
 scifar              classification  CIFAR-10 as 1024 pixels [1024, 3] (or grey [1024, 1])
+retrieval           classification  LRA Retrieval: AAN document pairs as bytes, two-tower
+                                    (``seqjax.data.lra_retrieval``; TSVs via manual_dir)
 ==================  ==============  ========================================================
 
 Splits. Every task has train / validation / test. Datasets without a validation split
@@ -42,7 +44,7 @@ from typing import Any, Callable
 import grain
 import numpy as np
 
-from seqjax.data import tokenizers as tok
+from seqjax.data import lra_retrieval, tokenizers as tok
 from seqjax.data.errors import DataError
 from seqjax.data.real_common import (TokenWindows, as_text, check_fraction, check_int,
                                      check_seed, default_data_dir, resolve_options)
@@ -300,6 +302,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     'glue/rte': _glue('rte', ('sentence1', 'sentence2'), ('accuracy',)),
     'glue/wnli': _glue('wnli', ('sentence1', 'sentence2'), ('accuracy',)),
     'tiny_shakespeare': tiny_shakespeare,
+    'retrieval': lra_retrieval.retrieval,
     'smnist': _pixel_factory('smnist', 'mnist', 28, 1, False,
                              'Sequential MNIST: 784 pixels in raster order.'),
     'psmnist': _pixel_factory('psmnist', 'mnist', 28, 1, True,

@@ -53,6 +53,10 @@ class ModelConfig:
       VJP, never materialising ``[batch, time, 2d, d_state]``) or ``materialized`` (the
       direct form through ``scan_backend``, kept as the reference).
     pooling: how a classifier turns ``[batch, time, d]`` into ``[batch, d]``.
+    num_segments: 2 makes the classifier a two-tower (dual) encoder for document pairs, as
+      in LRA's Retrieval task (Tay et al. 2021, sec. 3.2.3): inputs ``[batch, 2 * L]`` hold
+      two right-padded documents of ``L`` tokens, each encoded alone by the shared
+      backbone; the head sees ``[u, v, u * v, u - v]``. Fixed by the task.
     max_len: longest sequence (position table, KV-cache size, decode length bound).
   """
 
@@ -90,6 +94,7 @@ class ModelConfig:
   mamba_scan_impl: str = 'fused'
   # Classifier.
   pooling: str = 'mean'
+  num_segments: int = 1
   # Encoder-decoder (Bahdanau et al. 2015).
   bidirectional_encoder: bool = True
   attn_dim: int = 0
@@ -178,6 +183,11 @@ def _validate(cfg: ModelConfig) -> None:
       raise ValueError('head=lm needs token inputs (vocab_size > 0)')
   if cfg.head == 'classifier' and cfg.num_classes < 1:
     raise ValueError(f'num_classes={cfg.num_classes} must be >= 1 (1 = regression)')
+  if cfg.num_segments not in (1, 2):
+    raise ValueError(f'num_segments={cfg.num_segments} must be 1 or 2 (a document pair)')
+  if cfg.num_segments == 2 and (cfg.head != 'classifier' or not cfg.vocab_size):
+    raise ValueError('num_segments=2 (a document pair) needs head=classifier and token '
+                     'inputs (vocab_size > 0)')
   if cfg.backbone == 'stacked' and cfg.model not in ('lstm', 'bilstm', 'gru'):
     raise ValueError(f"backbone='stacked' is a plain recurrent stack; model={cfg.model!r} "
                      "needs backbone='residual'")
