@@ -66,10 +66,29 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._old)
 
 
-def open_task(config):
+def open_task(config, saved_metadata: dict[str, Any] | None = None):
+  """The task of ``config``. ``saved_metadata`` (a run's saved ``task.metadata``) supplies
+  the run's tokenizer, so resuming and evaluating read the data with the vocabulary the
+  model was trained with instead of rebuilding one (slow for IMDB-sized data, and wrong if
+  the data changed since)."""
   options = config.task_options.to_dict() if config.task_options else {}
+  if saved_metadata and 'tokenizer' in saved_metadata:
+    options['tokenizer'] = saved_metadata['tokenizer']
   return get_task(config.task, data_dir=config.data_dir or None, seed=config.seed,
                   **options)
+
+
+def saved_task_metadata(workdir: str) -> dict[str, Any] | None:
+  """The task metadata (e.g. the tokenizer) saved with the newest readable checkpoint."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return None
+  ckpt = Checkpointer(directory, read_only=True)
+  try:
+    meta = _saved_meta(ckpt)
+  finally:
+    ckpt.close()
+  return meta['task']['metadata'] if meta else None
 
 
 def abstract_with(tree, shardings):
@@ -115,7 +134,7 @@ def train(config, workdir: str) -> dict[str, Any]:
   (``{'validation': ..., 'test': ...}``; ``{'preempted': step}`` after SIGTERM)."""
   configuration.check_config(config)
   mesh_lib.maybe_initialize_distributed(config.multihost)
-  task = open_task(config)
+  task = open_task(config, saved_task_metadata(workdir))
   spec = task.spec
   model_cfg = configuration.model_config(config, spec)
   mesh = mesh_lib.make_mesh(config.num_devices)
