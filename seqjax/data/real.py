@@ -48,7 +48,8 @@ from seqjax.data import lra_retrieval, tokenizers as tok
 from seqjax.data.errors import DataError
 from seqjax.data.real_common import (TokenWindows, as_text, check_fraction, check_int,
                                      check_seed, default_data_dir, resolve_options)
-from seqjax.data.real_tfds import SPLITS, TfdsOpener, carved_split_map, open_tfds
+from seqjax.data.real_tfds import (SPLITS, TfdsOpener, carved_split_map, open_tfds,
+                                   tfds_mocked)
 from seqjax.data.registry import Task
 from seqjax.data.spec import EOS_ID, TaskSpec
 
@@ -90,10 +91,16 @@ class _EncodeText:
             'label': np.asarray(example['label'], self.label_dtype)}
 
 
-def _texts(src, fields):
-  for i in range(len(src)):
-    ex = src[i]
-    yield ' '.join(as_text(ex[f], f'training example {i}') for f in fields)
+def _texts(src, fields, chunk: int = 1024):
+  """The training texts (fields joined by a space), read ``chunk`` records at a time."""
+  # tfds.testing.mock_data installs a __getitems__ that cannot be called (an unbound
+  # partial): mocked sources are read one record at a time.
+  batched = hasattr(src, '__getitems__') and not tfds_mocked()
+  for start in range(0, len(src), chunk):
+    positions = range(start, min(start + chunk, len(src)))
+    batch = src.__getitems__(positions) if batched else [src[i] for i in positions]
+    for i, ex in zip(positions, batch):
+      yield ' '.join(as_text(ex[f], f'training example {i}') for f in fields)
 
 
 def _build_tokenizer(name: str, choice: Any, opts: dict[str, Any],
