@@ -144,7 +144,11 @@ def run_one(name: str, family: str, scale: str, outdir: str, **kwargs) -> dict[s
     record['length'] = task.spec.max_len // max(task.spec.num_segments, 1)
     record['params'] = param_count(configuration.model_config(config, task.spec))
     result = loop.train(config, os.path.join(outdir, 'runs', f'{name}_{family}'))
-    record['test_accuracy'] = float(result['test']['accuracy'])
+    if 'preempted' in result:  # SIGTERM: the trainer saved; stop the whole table here
+      record['status'] = f'pre-empted at step {result["preempted"]}: rerun to resume'
+      record['preempted'] = True
+    else:
+      record['test_accuracy'] = float(result['test']['accuracy'])
   except NonFiniteLossError as err:
     record['status'] = f'diverged: {str(err).splitlines()[0]}'
   except DataError as err:  # not prepared, bad files: one line saying what to do
@@ -223,10 +227,26 @@ def write(outdir: str, records: list[dict[str, Any]], scale: str,
   return path
 
 
+def _earlier(outdir: str, scale: str) -> list[dict[str, Any]]:
+  """Records of earlier invocations into ``outdir`` at the same scale (kept in the table
+  unless rerun), so tasks and families can be added one command at a time."""
+  path = os.path.join(outdir, 'lra.json')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    saved = json.load(f)
+  return saved['records'] if saved.get('scale') == scale else []
+
+
 def run(tasks: list[str], families: list[str], scale: str, outdir: str, *,
         options: dict[str, dict[str, Any]] | None = None, steps: int = 0, seed: int = 0,
         data_dir: str = '', model_overrides: dict[str, Any] | None = None
         ) -> list[dict[str, Any]]:
+  """Trains every (task, family) pair; returns this invocation's records. The table in
+  ``outdir`` also keeps earlier invocations' pairs that were not rerun."""
+  earlier = [r for r in _earlier(outdir, scale)
+             if not (r['task'] in tasks and r['family'] in families)]
+  shown = [f for f in FAMILIES if f in families or any(r['family'] == f for r in earlier)]
   records = []
   for name in tasks:
     for family in families:
@@ -234,7 +254,11 @@ def run(tasks: list[str], families: list[str], scale: str, outdir: str, *,
       records.append(run_one(name, family, scale, outdir, seed=seed, data_dir=data_dir,
                              options=(options or {}).get(name), steps=steps,
                              model_overrides=model_overrides))
-      write(outdir, records, scale, families)
+      everything = sorted(earlier + records, key=lambda r: (
+          lra_settings.TASKS.index(r['task']), FAMILIES.index(r['family'])))
+      write(outdir, everything, scale, shown)
+      if records[-1].get('preempted'):
+        return records
   return records
 
 

@@ -6,7 +6,9 @@
 Columns by header name or 0-based index (``text_column``, default 'text' or 0;
 ``label_column``, default 'label' or 1; ``header=False`` for none); labels may be class
 names or integers. A word vocabulary (20,000 most frequent) is built from the training
-rows. Model: the article's LSTMClassifier (experiments/configs/_classifier.py).
+rows; texts longer than ``max_len`` (256) words are cut (``truncate=False`` makes that an
+error naming the row). Model: the article's LSTMClassifier (experiments/configs/
+_classifier.py).
 """
 
 import ml_collections

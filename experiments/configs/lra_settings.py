@@ -48,7 +48,7 @@ PAPER = {
 
 # Reduced settings for a CPU: options merged over PAPER's, the rest replaces it.
 _CPU_MODEL = dict(num_layers=2, d_model=64, s4d_state_size=16, dropout=0.0, batch_size=32,
-                  learning_rate=3e-3, num_steps=400, warmup_steps=40)
+                  learning_rate=3e-3, num_steps=300, warmup_steps=30)
 CPU = {
     'listops': dict(options={'max_len': 256, 'min_len': 32, 'max_depth': 6,
                              'max_args': 6, 'num_train': 4000, 'num_validation': 256,
@@ -59,7 +59,8 @@ CPU = {
     'pathfinder': dict(options={'num_train': 4000, 'num_validation': 256, 'num_test': 512},
                        **_CPU_MODEL),
     'pathx': dict(options={'image_size': 64, 'num_train': 2000, 'num_validation': 128,
-                           'num_test': 256}, **{**_CPU_MODEL, 'batch_size': 16}),
+                           'num_test': 256}, **{**_CPU_MODEL, 'batch_size': 16,
+                                                'num_steps': 200, 'warmup_steps': 20}),
 }
 
 

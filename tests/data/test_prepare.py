@@ -3,14 +3,17 @@ writes (LRA Retrieval's TSVs in manual_dir) is prepared for real and read back."
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from seqjax.data import prepare
 from seqjax.data.errors import DatasetNotPreparedError
@@ -58,6 +61,51 @@ def test_offline_prepare_fails_fast_in_one_line(tmp_path, monkeypatch):
   assert time.perf_counter() - start < 10
   with pytest.raises(prepare.PrepareError, match="'retrieval .*needs --manual_dir.*lra_release"):
     prepare.prepare('retrieval', str(tmp_path))
+
+
+class SeqjaxTestFlakySource(tfds.core.GeneratorBasedBuilder):
+  """Downloads from a local server that answers 503: TFDS's downloader retries that."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  URL = ''
+  code_path = None  # no checksums file
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+        {'x': tfds.features.Text()}))
+
+  def _split_generators(self, dl_manager):
+    dl_manager.download(self.URL)
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    yield 0, {'x': 'never reached'}
+
+
+def test_failing_download_gives_up_quickly(tmp_path):
+  """A server that keeps failing: TFDS alone retries 10 times with back-off (~200 s
+  measured); prepare bounds it and reports one line."""
+  class Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # pylint: disable=invalid-name
+      self.send_response(503)
+      self.end_headers()
+
+    def log_message(self, *args):
+      del args
+
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Unavailable)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  try:
+    SeqjaxTestFlakySource.URL = f'http://127.0.0.1:{server.server_port}/data.tsv'
+    start = time.perf_counter()
+    with pytest.raises(prepare.PrepareError) as err:
+      prepare.prepare('seqjax_test_flaky_source', str(tmp_path))
+    assert time.perf_counter() - start < 15
+  finally:
+    server.shutdown()
+  msg = str(err.value)
+  assert '\n' not in msg and 'seqjax_test_flaky_source' in msg and '--manual_dir' in msg
 
 
 def test_retrieval_prepared_from_manual_dir_and_read_back(tmp_path):

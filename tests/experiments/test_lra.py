@@ -36,6 +36,12 @@ def test_table_holds_the_run_and_the_published_figures(tmp_path):
   saved = json.loads((tmp_path / 'lra.json').read_text())
   assert saved['scale'] == 'cpu' and len(saved['records']) == 2
   assert os.path.exists(tmp_path / 'lra.csv')
+  # A later invocation adds its pairs to the table and keeps the earlier ones.
+  lra.run(['retrieval'], ['s4d'], 'cpu', str(tmp_path), data_dir=str(tmp_path / 'data'))
+  saved = json.loads((tmp_path / 'lra.json').read_text())
+  assert [(r['task'], r['family']) for r in saved['records']] == [
+      ('listops', 'lstm'), ('retrieval', 'lstm'), ('retrieval', 's4d')]
+  assert '| task | length (this run) | lstm | s4d |' in (tmp_path / 'lra.md').read_text()
 
 
 def test_paper_scale_uses_the_benchmark_lengths():

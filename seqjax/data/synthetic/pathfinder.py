@@ -22,7 +22,9 @@ The generator is seeded and deterministic: ``draw_scene`` samples the geometry a
 is what tests flood-fill to check the label).
 
 Stored as ``uint8`` ``[S*S]`` in array_record (64 KiB per 256x256 image) and converted to
-float pixels when read.
+float pixels when read. Generation is pure NumPy, one image at a time: 25-30 ms per image
+at every size with the defaults, measured on the shared 2-core CPU (so LRA's 200,000
+Pathfinder images take about 1.5 hours, once).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ IMAGE_SIZES = (32, 64, 128, 256)
 _STEP = 0.5             # sampling step along a segment (pixels): rounded samples stay
                         # 8-connected, so a solid curve is one connected component
 _TURNS = 7              # turn angles tried per segment (a shuffled grid)
-_BACKJUMP = 3           # segments undone at a dead end (one is too few to escape it)
+_BACKJUMP = 3           # segments undone at a dead end
 _EXPANSIONS = 300       # segments tried from one start before the curve starts elsewhere
 _CURVE_TRIES = 30       # starts of one curve before the whole image is redrawn
 _SCENE_TRIES = 30       # redraws of one image before the settings are declared impossible
@@ -162,8 +164,7 @@ def _draw_curve(rng: np.random.Generator, canvas: _Canvas, length: int,
       continue
     vertices, headings = [start], [rng.uniform(0, 2 * math.pi)]
     prints: list[np.ndarray] = []
-    options = [rng.permutation(grid) if max_turn else grid[:1]]
-    options[0] = options[0][:1] * 0  # the first segment keeps the start heading
+    options = [np.zeros(1)]  # the first segment keeps the start heading
     budget = _EXPANSIONS
     while options and budget:
       if len(vertices) == length + 1:
