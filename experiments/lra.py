@@ -1,7 +1,7 @@
 r"""The Long Range Arena (Tay et al. 2021): any families on any of its six tasks, written as
 a table beside the published numbers.
 
-  python -m experiments.lra --scale=cpu --outdir=outputs/lra        # all six, CPU-sized
+  python -m experiments.lra --outdir=outputs/lra   # all six; CPU-sized on a CPU
   python -m experiments.lra --tasks=listops,pathfinder --families=s4d,transformer
   python -m experiments.lra --scale=paper --outdir=outputs/lra_paper  # accelerators
   python -m experiments.lra --task_options=pathx.image_size=128,text.max_len=2048 \
@@ -10,8 +10,8 @@ a table beside the published numbers.
 Tasks: listops, text (IMDB bytes), retrieval (AAN pairs, two-tower), image (grey
 sCIFAR), pathfinder (32x32), pathx (Pathfinder at 128x128). ``--scale=paper`` trains at
 the benchmark's lengths with S4's LRA settings (experiments/configs/lra_settings.py);
-``--scale=cpu`` shrinks lengths, data, model and steps so the table fills in minutes on a
-CPU, and says so in the table: those numbers are not comparable with the published ones.
+``--scale=cpu`` (the default without an accelerator) shrinks lengths, data, model and
+steps so the table fills on a CPU, and says so in the table: those numbers are not comparable with the published ones.
 Text, retrieval and image need their data prepared (``python -m scripts.prepare_data``);
 a task that is not gets a row saying how. Every (task, family) is one run of the project's
 trainer in ``<outdir>/runs/<task>_<family>``; rerunning resumes or reuses finished runs.
@@ -54,9 +54,10 @@ _TASKS = flags.DEFINE_list('tasks', list(lra_settings.TASKS),
                            f'LRA tasks to run, from {list(lra_settings.TASKS)}.')
 _FAMILIES = flags.DEFINE_list('families', ['lstm', 'transformer', 's4d', 'mamba'],
                               f'Families to train, from {list(FAMILIES)}.')
-_SCALE = flags.DEFINE_enum('scale', 'cpu', ['cpu', 'paper'],
-                           'cpu: reduced lengths/model/steps (minutes on a CPU); paper: the '
-                           'benchmark lengths and S4\'s settings (accelerators).')
+_SCALE = flags.DEFINE_enum('scale', None, ['cpu', 'paper'],
+                           'cpu: reduced lengths/model/steps (minutes per run on a CPU); '
+                           'paper: the benchmark lengths and S4\'s settings. Default: paper '
+                           'on an accelerator, cpu otherwise.')
 _OPTIONS = flags.DEFINE_list('task_options', [],
                              'Overrides of task options, task.option=value, e.g. '
                              'pathx.image_size=128,listops.max_len=1000.')
@@ -270,9 +271,13 @@ def main(argv):
     unknown = sorted(set(values) - set(valid))
     if unknown or not values:
       cli.fail(f'{flag}: unknown {unknown or "(empty)"}; choose from {list(valid)}')
+  scale = _SCALE.value
+  if scale is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    scale = 'cpu' if jax.default_backend() == 'cpu' else 'paper'
   options = cli.run_user_errors(parse_options, _OPTIONS.value)
   model = cli.run_user_errors(parse_model, _MODEL.value)
-  cli.run_user_errors(run, _TASKS.value, _FAMILIES.value, _SCALE.value, _OUTDIR.value,
+  cli.run_user_errors(run, _TASKS.value, _FAMILIES.value, scale, _OUTDIR.value,
                       options=options, steps=_STEPS.value, seed=_SEED.value,
                       data_dir=_DATA_DIR.value, model_overrides=model)
   print(f'table: {os.path.join(_OUTDIR.value, "lra.md")}')

@@ -9,8 +9,9 @@ state-spaces/s4): layers, width, state size, batch, AdamW learning rate, weight 
 blocks (``x + mixer(norm(x))``, ``x + mlp(norm(x))``), not S4's exact layer, so these are
 starting points, not a replication recipe.
 
-``CPU`` shrinks each task so a whole LRA table trains on a 2-core CPU in minutes: shorter
-sequences (Path-X at 64x64), a small model, few steps. Results at that size are not
+``CPU`` shrinks each task so one run takes minutes on a 2-core CPU (ListOps with the LSTM:
+7 minutes on the shared machine): shorter sequences (Path-X at 64x64), fewer examples, a
+small model, a few hundred steps. Results at that size are not
 comparable with the published ones; ``experiments/lra.py`` labels them as reduced.
 """
 
