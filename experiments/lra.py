@@ -50,26 +50,6 @@ PUBLISHED = {
         'pathfinder': 95.33, 'pathx': 98.58},
 }
 
-_TASKS = flags.DEFINE_list('tasks', list(lra_settings.TASKS),
-                           f'LRA tasks to run, from {list(lra_settings.TASKS)}.')
-_FAMILIES = flags.DEFINE_list('families', ['lstm', 'transformer', 's4d', 'mamba'],
-                              f'Families to train, from {list(FAMILIES)}.')
-_SCALE = flags.DEFINE_enum('scale', None, ['cpu', 'paper'],
-                           'cpu: reduced lengths/model/steps (minutes per run on a CPU); '
-                           'paper: the benchmark lengths and S4\'s settings. Default: paper '
-                           'on an accelerator, cpu otherwise.')
-_OPTIONS = flags.DEFINE_list('task_options', [],
-                             'Overrides of task options, task.option=value, e.g. '
-                             'pathx.image_size=128,listops.max_len=1000.')
-_MODEL = flags.DEFINE_list('model_cfg', [], 'Model overrides for every family, key=value, '
-                           'e.g. d_model=128,num_layers=4 (ModelConfig fields).')
-_STEPS = flags.DEFINE_integer('steps', 0, 'Training steps per run (0 = the scale\'s).')
-_OUTDIR = flags.DEFINE_string('outdir', 'outputs/lra', 'Where the table and runs go.')
-_DATA_DIR = flags.DEFINE_string('data_dir', '', 'Data directory ("" = $SEQJAX_DATA_DIR '
-                                'or ~/.cache/seqjax/tensorflow_datasets).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of data and models.')
-
-
 def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
   """``['pathx.image_size=64']`` -> ``{'pathx': {'image_size': 64}}`` (values as Python
   literals, else strings)."""
@@ -263,25 +243,49 @@ def run(tasks: list[str], families: list[str], scale: str, outdir: str, *,
   return records
 
 
+def define_flags() -> None:
+  """The entry point's flags, defined only when it runs (so importing this module, e.g.
+  beside experiments.compare in one test process, defines no duplicate flags)."""
+  flags.DEFINE_list('tasks', list(lra_settings.TASKS),
+                    f'LRA tasks to run, from {list(lra_settings.TASKS)}.')
+  flags.DEFINE_list('families', ['lstm', 'transformer', 's4d', 'mamba'],
+                    f'Families to train, from {list(FAMILIES)}.')
+  flags.DEFINE_enum('scale', None, ['cpu', 'paper'],
+                    'cpu: reduced lengths/model/steps (minutes per run on a CPU); paper: '
+                    'the benchmark lengths and S4\'s settings. Default: paper on an '
+                    'accelerator, cpu otherwise.')
+  flags.DEFINE_list('task_options', [], 'Overrides of task options, task.option=value, '
+                    'e.g. pathx.image_size=128,listops.max_len=1000.')
+  flags.DEFINE_list('model_cfg', [], 'Model overrides for every family, key=value, e.g. '
+                    'd_model=128,num_layers=4 (ModelConfig fields).')
+  flags.DEFINE_integer('steps', 0, 'Training steps per run (0 = the scale\'s).')
+  flags.DEFINE_string('outdir', 'outputs/lra', 'Where the table and runs go.')
+  flags.DEFINE_string('data_dir', '', 'Data directory ("" = $SEQJAX_DATA_DIR or '
+                      '~/.cache/seqjax/tensorflow_datasets).')
+  flags.DEFINE_integer('seed', 0, 'Seed of data and models.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  for flag, values, valid in (('--tasks', _TASKS.value, lra_settings.TASKS),
-                              ('--families', _FAMILIES.value, FAMILIES)):
+  f = flags.FLAGS
+  for flag, values, valid in (('--tasks', f.tasks, lra_settings.TASKS),
+                              ('--families', f.families, FAMILIES)):
     unknown = sorted(set(values) - set(valid))
     if unknown or not values:
       cli.fail(f'{flag}: unknown {unknown or "(empty)"}; choose from {list(valid)}')
-  scale = _SCALE.value
+  scale = f.scale
   if scale is None:
     import jax  # pylint: disable=g-import-not-at-top
     scale = 'cpu' if jax.default_backend() == 'cpu' else 'paper'
-  options = cli.run_user_errors(parse_options, _OPTIONS.value)
-  model = cli.run_user_errors(parse_model, _MODEL.value)
-  cli.run_user_errors(run, _TASKS.value, _FAMILIES.value, scale, _OUTDIR.value,
-                      options=options, steps=_STEPS.value, seed=_SEED.value,
-                      data_dir=_DATA_DIR.value, model_overrides=model)
-  print(f'table: {os.path.join(_OUTDIR.value, "lra.md")}')
+  options = cli.run_user_errors(parse_options, f.task_options)
+  model = cli.run_user_errors(parse_model, f.model_cfg)
+  cli.run_user_errors(run, f.tasks, f.families, scale, f.outdir, options=options,
+                      steps=f.steps, seed=f.seed, data_dir=f.data_dir,
+                      model_overrides=model)
+  print(f'table: {os.path.join(f.outdir, "lra.md")}')
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)
