@@ -291,3 +291,7 @@ def test_config_errors_name_the_field():
     model_config(config, spec)
   assert shape_differences({'d_model': 8, 'dropout': 0.1}, {'d_model': 16, 'dropout': 0.0}) == [
       'd_model: saved 8, requested 16']
+  # A run saved before a field existed had its default: not a difference, unless changed.
+  assert shape_differences({'d_model': 8}, {'d_model': 8, 'num_segments': 1}) == []
+  assert shape_differences({'d_model': 8}, {'d_model': 8, 'num_segments': 2}) == [
+      'num_segments: saved 1, requested 2']
