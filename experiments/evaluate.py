@@ -39,7 +39,7 @@ def evaluate(workdir: str, checkpoint: str, split: str, batch_size: int = 0,
   config = ml_collections.ConfigDict(meta['config'])
   if data_dir is not None:
     config.data_dir = data_dir
-  task = loop.open_task(config)
+  task = loop.open_task(config, meta['task']['metadata'])  # the run's own tokenizer
   if split not in task.spec.splits:
     raise UserError(f'--split={split!r} is not a split of task {task.spec.name!r}; '
                      f'choose one of {list(task.spec.splits)}')

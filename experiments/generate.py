@@ -106,7 +106,7 @@ def translate(model, model_cfg, params, meta, png: str) -> dict:
   if _PROMPT.value:
     src = src_codec.encode(_PROMPT.value)
   else:
-    task = loop.open_task(ml_collections.ConfigDict(meta['config']))
+    task = loop.open_task(ml_collections.ConfigDict(meta['config']), metadata)
     src = np.asarray(loop.open_split(task, 'test')[0]['inputs'])
     src = src[src != 0]
   max_len = meta['task']['spec']['max_target_len'] or model_cfg.max_len

@@ -29,10 +29,18 @@ from absl import flags
 
 from experiments import cli
 
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
 _CONFIG = cli.define_config(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'default.py'),
-    'Experiment config file (experiments/configs/<task>.py); override fields with '
-    '--config.<field>=<value>.')
+    os.path.join(_CONFIGS, 'default.py'),
+    'Experiment config file, one per task in experiments/configs/: ' + ', '.join(sorted(
+        f[:-3] for f in os.listdir(_CONFIGS)
+        if f.endswith('.py') and f[0] != '_' and f not in ('base.py', 'lra_settings.py')))
+    + '. Override any field with --config.<field>=<value>, e.g. '
+    '--config.task_options.path=my.txt --config.model=mamba '
+    '--config.model_cfg.d_model=128 (README: "Train on your own data").')
+# The flag is defined inside ml_collections; make it one of this program's own so that
+# --help (not only --helpfull) shows it.
+flags.declare_key_flag('config')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 
 

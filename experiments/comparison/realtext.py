@@ -19,7 +19,8 @@ from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import Suite
 from seqjax.data.errors import DataError, DatasetNotPreparedError
 from seqjax.data.real_common import default_data_dir
-from seqjax.data.registry import Task, get_task
+from seqjax.data.registry import get_task
+from seqjax.data.spec import Task
 
 
 @dataclasses.dataclass(frozen=True)

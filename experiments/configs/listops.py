@@ -1,12 +1,12 @@
-"""ListOps (Nangia & Bowman 2018; LRA): 10-way classification of nested expressions."""
+"""ListOps (Nangia & Bowman 2018) at LRA's lengths, 500-2,000 tokens.
 
-from experiments.configs import base
+Model and optimisation as S4's LRA run (experiments/configs/lra_settings.py cites them);
+any family: --config.model=transformer|lstm|mamba|...; a CPU-sized run of every LRA task
+is `python -m experiments.lra --scale=cpu`.
+"""
+
+from experiments.configs import base, lra_settings
 
 
 def get_config():
-  c = base.get_config()
-  c.task = 'listops'
-  c.task_options.update({'max_len': 128})
-  c.model_cfg.max_len = 128
-  c.model_cfg.causal = False
-  return c
+  return lra_settings.apply(base.get_config(), 'listops')

@@ -151,7 +151,7 @@ def text_file(data_dir=None, seed: int = 0, **options: Any) -> Task:
                         f'{seq_len + 1} tokens from split_level="line"; lower seq_len, '
                         f'give a longer file or use split_level="window"')
   spec = TaskSpec(name=name, kind='token', vocab_size=tokenizer.vocab_size, max_len=seq_len,
-                  metrics=('token_accuracy', 'perplexity'), eval_metric='loss',
+                  metrics=tok.lm_metrics(tokenizer), eval_metric='loss',
                   eval_metric_larger_is_better=False, splits=splits)
   metadata = {'task': name, 'seed': seed, 'path': path, 'tokenizer': tokenizer.to_dict(),
               'options': {k: v for k, v in opts.items() if k != 'tokenizer'},

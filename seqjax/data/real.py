@@ -7,17 +7,22 @@ name                kind            data
 ==================  ==============  ========================================================
 imdb_bytes          classification  imdb_reviews as UTF-8 bytes (LRA Text, Tay et al. 2021)
 imdb_words          classification  imdb_reviews as words (vocabulary of the train split)
-glue/sst2 ...       classification  GLUE sst2, cola, mrpc, qnli, rte (Wang et al. 2019)
+glue/<name>         classification  GLUE cola, sst2, mrpc, qqp, mnli, qnli, rte, wnli and
+                    / regression    stsb (regression), each with its own GLUE metric
+                                    (Wang et al. 2019)
 tiny_shakespeare    token           character LM (Karpathy 2015), windows of ``seq_len``
 smnist / psmnist    classification  MNIST as 784 pixels [784, 1] (Le et al. 2015), psmnist
                                     with a fixed seeded pixel permutation
 scifar              classification  CIFAR-10 as 1024 pixels [1024, 3] (or grey [1024, 1])
+retrieval           classification  LRA Retrieval: AAN document pairs as bytes, two-tower
+                                    (``seqjax.data.lra_retrieval``; TSVs via manual_dir)
 ==================  ==============  ========================================================
 
 Splits. Every task has train / validation / test. Datasets without a validation split
 (imdb, mnist, cifar10) carve ``validation_fraction`` of ``train`` by ``seed``. GLUE hides its
 test labels (-1), so GLUE's *validation* split is our ``test`` and our ``validation`` is
-carved from ``train`` by ``seed``. Sentence pairs (mrpc, qnli, rte) are joined as
+carved from ``train`` by ``seed`` (MNLI: ``test_split`` = ``validation_matched`` or
+``validation_mismatched``). Sentence pairs are joined as
 ``first EOS second``: the reserved EOS id doubles as the separator token.
 
 Data is read with ``tfds.data_source`` (``array_record`` files; no TensorFlow). Nothing is
@@ -39,11 +44,12 @@ from typing import Any, Callable
 import grain
 import numpy as np
 
-from seqjax.data import tokenizers as tok
+from seqjax.data import lra_retrieval, tokenizers as tok
 from seqjax.data.errors import DataError
 from seqjax.data.real_common import (TokenWindows, as_text, check_fraction, check_int,
                                      check_seed, default_data_dir, resolve_options)
-from seqjax.data.real_tfds import SPLITS, TfdsOpener, carved_split_map, open_tfds
+from seqjax.data.real_tfds import (SPLITS, TfdsOpener, carved_split_map, open_tfds,
+                                   tfds_mocked)
 from seqjax.data.spec import Task
 from seqjax.data.spec import EOS_ID, TaskSpec
 
@@ -55,9 +61,9 @@ class _EncodeText:
   """``(index, tfds example) -> {'inputs': int32 [time], 'label': int32 []}``."""
 
   def __init__(self, task: str, tokenizer: dict[str, Any], fields: tuple[str, ...],
-               max_len: int, truncate: bool):
+               max_len: int, truncate: bool, label_dtype: Any = np.int32):
     self.task, self.tokenizer_dict, self.fields = task, tokenizer, fields
-    self.max_len, self.truncate = max_len, truncate
+    self.max_len, self.truncate, self.label_dtype = max_len, truncate, label_dtype
     self._tok = None
 
   def __getstate__(self):
@@ -82,13 +88,19 @@ class _EncodeText:
 
   def __call__(self, index: int, example: dict[str, Any]) -> dict[str, np.ndarray]:
     return {'inputs': self.encode(index, example),
-            'label': np.asarray(example['label'], np.int32)}
+            'label': np.asarray(example['label'], self.label_dtype)}
 
 
-def _texts(src, fields):
-  for i in range(len(src)):
-    ex = src[i]
-    yield ' '.join(as_text(ex[f], f'training example {i}') for f in fields)
+def _texts(src, fields, chunk: int = 1024):
+  """The training texts (fields joined by a space), read ``chunk`` records at a time."""
+  # tfds.testing.mock_data installs a __getitems__ that cannot be called (an unbound
+  # partial): mocked sources are read one record at a time.
+  batched = hasattr(src, '__getitems__') and not tfds_mocked()
+  for start in range(0, len(src), chunk):
+    positions = range(start, min(start + chunk, len(src)))
+    batch = src.__getitems__(positions) if batched else [src[i] for i in positions]
+    for i, ex in zip(positions, batch):
+      yield ' '.join(as_text(ex[f], f'training example {i}') for f in fields)
 
 
 def _build_tokenizer(name: str, choice: Any, opts: dict[str, Any],
@@ -108,9 +120,15 @@ def _build_tokenizer(name: str, choice: Any, opts: dict[str, Any],
 
 def _text_factory(name: str, tfds_name: str, fields: tuple[str, ...], num_classes: int,
                   test_split: str, defaults: dict[str, Any], metrics: tuple[str, ...],
-                  eval_metric: str, doc: str) -> Callable[..., Task]:
+                  eval_metric: str, doc: str, kind: str = 'classification',
+                  test_splits: tuple[str, ...] = ()) -> Callable[..., Task]:
+  """A TFDS text (or text-pair) dataset as a task. ``test_splits`` lists the TFDS splits
+  a user may evaluate on instead of ``test_split`` (option ``test_split``, e.g. MNLI's
+  matched / mismatched validation sets)."""
   defaults = {'max_len': 1024, 'truncate': True, 'validation_fraction': 0.1,
               'max_vocab': 20000, 'min_count': 1, **defaults}
+  if test_splits:
+    defaults['test_split'] = test_split
 
   def factory(data_dir=None, seed: int = 0, **options: Any) -> Task:
     opts = resolve_options(name, defaults, options)
@@ -118,14 +136,19 @@ def _text_factory(name: str, tfds_name: str, fields: tuple[str, ...], num_classe
     max_len = check_int(name, opts, 'max_len', 1)
     frac = check_fraction(name, opts, 'validation_fraction')
     data_dir = default_data_dir(data_dir)
-    split_map = carved_split_map(test_split)
+    test = opts.get('test_split', test_split)
+    if test_splits and test not in test_splits:
+      raise ValueError(f'task {name!r}: option test_split={test!r} must be one of '
+                       f'{list(test_splits)}')
+    split_map = carved_split_map(test)
     probe = TfdsOpener(tfds_name, data_dir, seed, split_map, frac, None)
     train_src = probe.source('train')  # also the not-prepared check, before anything else
     tokenizer = _build_tokenizer(name, opts['tokenizer'], opts,
                                  functools.partial(_texts, train_src, fields))
     transform = _EncodeText(name, tokenizer.to_dict(), fields, max_len,
-                            bool(opts['truncate']))
-    spec = TaskSpec(name=name, kind='classification', vocab_size=tokenizer.vocab_size,
+                            bool(opts['truncate']),
+                            np.float32 if kind == 'regression' else np.int32)
+    spec = TaskSpec(name=name, kind=kind, vocab_size=tokenizer.vocab_size,
                     num_classes=num_classes, max_len=max_len, metrics=metrics,
                     eval_metric=eval_metric, eval_metric_larger_is_better=True,
                     order_sensitive=True)
@@ -182,7 +205,7 @@ def tiny_shakespeare(data_dir=None, seed: int = 0, **options: Any) -> Task:
     tokenizer = tok.CharTokenizer.build(as_text(src[i]['text'], 'tiny_shakespeare train')
                                         for i in range(len(src)))
   spec = TaskSpec(name='tiny_shakespeare', kind='token', vocab_size=tokenizer.vocab_size,
-                  max_len=seq_len, metrics=('token_accuracy', 'perplexity'),
+                  max_len=seq_len, metrics=tok.lm_metrics(tokenizer),
                   eval_metric='loss', eval_metric_larger_is_better=False)
   metadata = {'task': 'tiny_shakespeare', 'seed': seed, 'options': {'seq_len': seq_len},
               'tfds_name': 'tiny_shakespeare', 'tokenizer': tokenizer.to_dict()}
@@ -252,11 +275,14 @@ def _pixel_factory(name: str, tfds_name: str, side: int, channels: int,
 
 
 def _glue(config: str, fields: tuple[str, ...], metrics: tuple[str, ...],
-          eval_metric: str) -> Callable[..., Task]:
-  return _text_factory(f'glue/{config}', f'glue/{config}', fields, 2, 'validation',
-                       {'tokenizer': 'word', 'max_len': 128}, metrics, eval_metric,
-                       f'GLUE {config} (test = GLUE validation; validation carved from '
-                       f'train by seed).')
+          num_classes: int = 2, kind: str = 'classification', test_split: str = 'validation',
+          test_splits: tuple[str, ...] = ()) -> Callable[..., Task]:
+  """GLUE ``config`` scored by its own metrics (Wang et al. 2019, table 1): the first one
+  picks the best checkpoint."""
+  return _text_factory(f'glue/{config}', f'glue/{config}', fields, num_classes, test_split,
+                       {'tokenizer': 'word', 'max_len': 128}, metrics, metrics[0],
+                       f'GLUE {config} (test = GLUE {test_split}; validation carved from '
+                       f'train by seed).', kind=kind, test_splits=test_splits)
 
 
 TASKS: dict[str, Callable[..., Task]] = {
@@ -268,12 +294,22 @@ TASKS: dict[str, Callable[..., Task]] = {
         'imdb_words', 'imdb_reviews/plain_text', ('text',), 2, 'test',
         {'tokenizer': 'word', 'max_len': 512}, ('accuracy',), 'accuracy',
         'IMDB sentiment from words (vocabulary of the train split).'),
-    'glue/sst2': _glue('sst2', ('sentence',), ('accuracy',), 'accuracy'),
-    'glue/cola': _glue('cola', ('sentence',), ('accuracy', 'mcc'), 'mcc'),
-    'glue/mrpc': _glue('mrpc', ('sentence1', 'sentence2'), ('accuracy', 'f1'), 'accuracy'),
-    'glue/qnli': _glue('qnli', ('question', 'sentence'), ('accuracy',), 'accuracy'),
-    'glue/rte': _glue('rte', ('sentence1', 'sentence2'), ('accuracy',), 'accuracy'),
+    # GLUE's metric per task: MCC for CoLA, F1 and accuracy for MRPC / QQP, Pearson and
+    # Spearman correlation for STS-B (a 0-5 similarity score: regression), accuracy else.
+    'glue/cola': _glue('cola', ('sentence',), ('mcc',)),
+    'glue/sst2': _glue('sst2', ('sentence',), ('accuracy',)),
+    'glue/mrpc': _glue('mrpc', ('sentence1', 'sentence2'), ('f1', 'accuracy')),
+    'glue/qqp': _glue('qqp', ('question1', 'question2'), ('f1', 'accuracy')),
+    'glue/stsb': _glue('stsb', ('sentence1', 'sentence2'), ('pearson', 'spearman', 'mse'),
+                       num_classes=1, kind='regression'),
+    'glue/mnli': _glue('mnli', ('premise', 'hypothesis'), ('accuracy',), num_classes=3,
+                       test_split='validation_matched',
+                       test_splits=('validation_matched', 'validation_mismatched')),
+    'glue/qnli': _glue('qnli', ('question', 'sentence'), ('accuracy',)),
+    'glue/rte': _glue('rte', ('sentence1', 'sentence2'), ('accuracy',)),
+    'glue/wnli': _glue('wnli', ('sentence1', 'sentence2'), ('accuracy',)),
     'tiny_shakespeare': tiny_shakespeare,
+    'retrieval': lra_retrieval.retrieval,
     'smnist': _pixel_factory('smnist', 'mnist', 28, 1, False,
                              'Sequential MNIST: 784 pixels in raster order.'),
     'psmnist': _pixel_factory('psmnist', 'mnist', 28, 1, True,

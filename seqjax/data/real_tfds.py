@@ -22,7 +22,7 @@ from seqjax.data.real_common import Subset, carve
 SPLITS = ('train', 'validation', 'test')
 
 
-def _tfds_mocked() -> bool:
+def tfds_mocked() -> bool:
   # tfds.testing.mock_data swaps DatasetBuilder.as_data_source for its own random source
   # and points builders at a metadata dir, so the prepared check would wrongly fail.
   fn = tfds.core.DatasetBuilder.as_data_source
@@ -34,11 +34,16 @@ def open_tfds(tfds_name: str, split: str, data_dir: str) -> Any:
   if tfds_name.startswith('glue/'):
     # GLUE lives in the legacy text module, which registers it only once imported.
     import tensorflow_datasets.text.glue  # pylint: disable=g-import-not-at-top,unused-import
-  if not _tfds_mocked():
+  if not tfds_mocked():
     builder = tfds.builder(tfds_name, data_dir=data_dir, try_gcs=False)
-    prepare = (f'python -c "import tensorflow_datasets as tfds; tfds.builder({tfds_name!r}, '
-               f'data_dir=DIR, file_format=\'array_record\').download_and_prepare()" on a '
-               f'machine with network, then copy DIR here or pass --data_dir=DIR')
+    if getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None):
+      prepare = (f'python -m scripts.prepare_data --datasets={tfds_name} --data_dir=DIR '
+                 f'--manual_dir=FOLDER ({builder.MANUAL_DOWNLOAD_INSTRUCTIONS}) and pass '
+                 f'--data_dir=DIR')
+    else:
+      prepare = (f'python -m scripts.prepare_data --datasets={tfds_name} --data_dir=DIR '
+                 f'on a machine with network (it runs TFDS download_and_prepare), then copy '
+                 f'DIR here or pass --data_dir=DIR')
     if not builder.is_prepared():
       raise DatasetNotPreparedError(
           f'dataset {tfds_name!r} is not prepared in data_dir={data_dir!r} (and nothing is '

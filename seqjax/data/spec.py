@@ -69,6 +69,8 @@ class TaskSpec:
     eval_metric: the metric that picks the best checkpoint, and whether larger is better.
     splits: available split names, e.g. ``('train', 'validation', 'test')``.
     order_sensitive: whether shuffling the input tokens changes the answer.
+    num_segments: 2 when each input is a pair of documents ``[2 * L]`` (LRA Retrieval)
+      that the model encodes separately (``ModelConfig.num_segments``).
   """
 
   name: str
@@ -84,6 +86,7 @@ class TaskSpec:
   eval_metric_larger_is_better: bool = False
   splits: tuple[str, ...] = ('train', 'validation', 'test')
   order_sensitive: bool = True
+  num_segments: int = 1
 
   def __post_init__(self):
     if self.kind not in KINDS:

@@ -178,10 +178,16 @@ class WordTokenizer(_VocabTokenizer):
       raise ValueError(f'WordTokenizer: max_vocab={max_vocab!r} must be >= 1 or None')
     if min_count < 1:
       raise ValueError(f'WordTokenizer: min_count={min_count!r} must be >= 1')
-    splitter = cls([], lowercase=lowercase)
-    counts = collections.Counter()
+    # Tokens never span whitespace, so the regex runs once per *distinct* whitespace-
+    # separated chunk, weighted by its count, instead of over every token of the corpus:
+    # the same counts, 2-3x faster on IMDB-sized data (scripts/bench_data.py --only=vocab).
+    chunks = collections.Counter()
     for text in texts:
-      counts.update(splitter.split(text))
+      chunks.update((text.lower() if lowercase else text).split())
+    counts = collections.Counter()
+    for chunk, n in chunks.items():
+      for word in _WORD_RE.findall(chunk):
+        counts[word] += n
     return cls(_ranked(counts, max_vocab, min_count), lowercase=lowercase)
 
   def encode(self, text: str) -> np.ndarray:
@@ -199,6 +205,14 @@ class WordTokenizer(_VocabTokenizer):
 
 Tokenizer = ByteTokenizer | CharTokenizer | WordTokenizer
 TOKENIZERS = ('byte', 'char', 'word')
+
+
+def lm_metrics(tokenizer: Tokenizer) -> tuple[str, ...]:
+  """What a language model over ``tokenizer``'s units reports: token accuracy, perplexity
+  and the loss in bits per unit (bits per character is the char-LM convention, e.g.
+  Graves 2013; bits per byte for byte LMs). No sequence accuracy: no text is "right"."""
+  unit = {'char': 'char', 'byte': 'byte'}.get(tokenizer.kind, 'token')
+  return ('token_accuracy', 'perplexity', f'bits_per_{unit}')
 
 
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:

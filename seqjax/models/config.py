@@ -98,6 +98,10 @@ class ModelConfig:
       platform. Sites and choices: ``seqjax.ops.switch``, or ``python -m experiments.demo
       --list``. Every choice computes the same function.
     pooling: how a classifier turns ``[batch, time, d]`` into ``[batch, d]``.
+    num_segments: 2 makes the classifier a two-tower (dual) encoder for document pairs, as
+      in LRA's Retrieval task (Tay et al. 2021, sec. 3.2.3): inputs ``[batch, 2 * L]`` hold
+      two right-padded documents of ``L`` tokens, each encoded alone by the shared
+      backbone; the head sees ``[u, v, u * v, u - v]``. Fixed by the task.
     max_len: longest sequence (position table, KV-cache size, decode length bound).
   """
 
@@ -129,6 +133,7 @@ class ModelConfig:
   mamba_expand: int = _field(2, minimum=1, family='mamba')
   # Classifier.
   pooling: str = _field('mean', choices=POOLINGS, heads=('classifier',))
+  num_segments: int = _field(1, Role.TASK, minimum=1, heads=('classifier',))
   # Encoder-decoder (Bahdanau et al. 2015).
   bidirectional_encoder: bool = _field(True, heads=('seq2seq',))
   attn_dim: int = _field(0, minimum=0, heads=('seq2seq',))
@@ -259,6 +264,11 @@ def _validate(cfg: ModelConfig) -> None:
     raise ValueError('head=seq2seq needs vocab_size (source) and tgt_vocab_size > 0')
   if cfg.head == 'lm' and cfg.vocab_size == 0:
     raise ValueError('head=lm needs token inputs (vocab_size > 0)')
+  if cfg.num_segments not in (1, 2):
+    raise ValueError(f'num_segments={cfg.num_segments} must be 1 or 2 (a document pair)')
+  if cfg.num_segments == 2 and (cfg.head != 'classifier' or not cfg.vocab_size):
+    raise ValueError('num_segments=2 (a document pair) needs head=classifier and token '
+                     'inputs (vocab_size > 0)')
   if cfg.backbone == 'stacked' and family.stacked is None:
     raise ValueError(f"backbone='stacked' is a plain recurrent stack; model={cfg.model!r} "
                      "needs backbone='residual'")

@@ -90,12 +90,14 @@ def model_config(config, spec: TaskSpec) -> ModelConfig:
 
 
 def shape_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[str]:
-  """``['d_model: saved 64, requested 128', ...]`` over the shape-defining fields."""
+  """``['d_model: saved 64, requested 128', ...]`` over the shape-defining fields. A field
+  newer than the saved run (absent from it) counts as its default, which that run had."""
+  defaults = ModelConfig().to_dict()
   out = []
   for key in sorted(set(saved) | set(requested)):
     if key in NON_SHAPE_FIELDS:
       continue
-    a, b = saved.get(key), requested.get(key)
+    a, b = saved.get(key, defaults.get(key)), requested.get(key, defaults.get(key))
     if a != b:
       out.append(f'{key}: saved {a!r}, requested {b!r}')
   return out

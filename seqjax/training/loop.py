@@ -34,6 +34,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from seqjax.data.errors import DataError
 from seqjax.data.pipeline import make_eval_iterator, make_iterator
 from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
@@ -52,13 +53,19 @@ from seqjax.training.workdir import WorkdirLock, ensure_writable
 CHECKPOINT_DIR = 'checkpoints'
 
 
-def open_task(config):
-  """The config's task; a bad task name or option is a ``UserError``."""
+def open_task(config, saved_metadata: dict[str, Any] | None = None):
+  """The task of ``config``; a bad task name or option is a ``UserError``.
+  ``saved_metadata`` (a run's saved ``task.metadata``) supplies the run's tokenizer, so
+  resuming and evaluating read the data with the vocabulary the model was trained with
+  instead of rebuilding one (slow for IMDB-sized data, and wrong if the data changed
+  since)."""
   options = config.task_options.to_dict() if config.task_options else {}
+  if saved_metadata and 'tokenizer' in saved_metadata:
+    options['tokenizer'] = saved_metadata['tokenizer']
   try:
     return get_task(config.task, data_dir=config.data_dir or None, seed=config.seed,
                     **options)
-  except UserError:
+  except (UserError, DataError):  # already one-line errors; callers may catch their kind
     raise
   except ValueError as err:
     raise UserError(str(err)) from None
@@ -73,6 +80,19 @@ def open_split(task, split: str):
     raise
   except ValueError as err:
     raise UserError(str(err)) from None
+
+
+def saved_task_metadata(workdir: str) -> dict[str, Any] | None:
+  """The task metadata (e.g. the tokenizer) saved with the newest readable checkpoint."""
+  directory = os.path.join(workdir, CHECKPOINT_DIR)
+  if not os.path.isdir(directory):
+    return None
+  ckpt = Checkpointer(directory, read_only=True)
+  try:
+    meta = resume.saved_meta(ckpt)
+  finally:
+    ckpt.close()
+  return meta['task']['metadata'] if meta else None
 
 
 def abstract_with(tree, shardings):
@@ -96,7 +116,7 @@ def evaluate_params(eval_step, params, task, split: str, batch_size: int,
     sums = losses.add_sums(sums, out)
   if sums is None:
     raise UserError(f'split {split!r} of task {task.spec.name!r} is empty')
-  return losses.finalize(task.spec.kind, sums)
+  return losses.finalize(task.spec.kind, sums, task.spec.metrics)
 
 
 def _meta(config, model_cfg: ModelConfig, task) -> dict[str, Any]:
@@ -164,7 +184,7 @@ def train(config, workdir: str) -> dict[str, Any]:
 
 
 def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dict[str, Any]:
-  task = open_task(config)
+  task = open_task(config, saved_task_metadata(workdir))
   spec = task.spec
   model_cfg = configuration.model_config(config, spec)
   configuration.check_device_count(config, jax.device_count())
@@ -286,7 +306,7 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
       do_line = do_eval or last or step % config.log_every == 0
       if do_save or do_line:
         collect(step)
-      line = window.take(spec.kind) if do_line else None
+      line = window.take(spec.kind, spec.metrics) if do_line else None
       if line:
         writer.write(step, 'train', line)
       if do_eval:

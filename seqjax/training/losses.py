@@ -7,10 +7,18 @@ so metrics over a split are exact whatever the batch size. Kinds (``seqjax.data.
 * classification: cross-entropy; a confusion matrix ``[num_classes, num_classes]``
   (rows = true class) gives accuracy, F1 (positive class 1 when binary, macro otherwise)
   and the Matthews correlation (Matthews 1975; multi-class form of Gorodkin 2004).
-* regression: squared error (MSE) and the fraction with ``|error| < 0.04`` (the adding
-  problem's success criterion, Hochreiter & Schmidhuber 1997).
+* regression: squared error (MSE), the fraction with ``|error| < 0.04`` (the adding
+  problem's success criterion, Hochreiter & Schmidhuber 1997) and the Pearson correlation
+  of prediction and target (from moment sums); with ``per_example=True`` (evaluation) the
+  predictions themselves are kept, concatenated rather than summed, for the Spearman rank
+  correlation (STS-B's second GLUE metric, Wang et al. 2019).
 * token / seq2seq: cross-entropy over positions with ``weights > 0``; token accuracy,
-  sequence accuracy (every scored position right) and perplexity ``exp(loss)``.
+  sequence accuracy (every scored position right), perplexity ``exp(loss)`` and
+  ``bits_per_<unit>`` = ``loss / ln 2`` (bits per character / byte for character LMs).
+
+A task lists the metrics that mean something for it (``TaskSpec.metrics``, e.g. no
+sequence accuracy for a language model, MCC for CoLA); ``finalize(..., metrics)`` reports
+``loss`` and those only.
 """
 
 from __future__ import annotations
@@ -24,14 +32,17 @@ import optax
 
 Array = jax.Array
 WITHIN = 0.04
+# Per-example entries (``[B]``) that ``add_sums`` concatenates instead of adding.
+PER_EXAMPLE = ('pred', 'target', 'example_weight')
 
 
 def loss_sums(kind: str, outputs: Array, batch: Mapping[str, Array],
-              num_classes: int = 0) -> dict[str, Array]:
+              num_classes: int = 0, per_example: bool = False) -> dict[str, Array]:
   """Sums for one batch. ``outputs``: logits ``[B, C]`` (classification), ``[B, 1]``
   (regression) or ``[B, T, V]`` (token, seq2seq). ``loss_sum / weight`` is the mean loss.
 
-  Returns a dict with ``loss_sum`` and ``weight`` (scalars) and kind-specific counts.
+  Returns a dict with ``loss_sum`` and ``weight`` (scalars) and kind-specific counts;
+  ``per_example`` adds the regression predictions, targets and example weights ``[B]``.
   """
   ew = batch['example_weight'].astype(jnp.float32)  # [B]
   if kind == 'classification':
@@ -42,9 +53,19 @@ def loss_sums(kind: str, outputs: Array, batch: Mapping[str, Array],
     confusion = onehot_true.T @ jax.nn.one_hot(pred, num_classes)  # [C_true, C_pred]
     return {'loss_sum': jnp.sum(ce * ew), 'weight': jnp.sum(ew), 'confusion': confusion}
   if kind == 'regression':
-    err = outputs[:, 0].astype(jnp.float32) - batch['label'].astype(jnp.float32)
-    return {'loss_sum': jnp.sum(err ** 2 * ew), 'weight': jnp.sum(ew),
-            'within': jnp.sum((jnp.abs(err) < WITHIN) * ew)}
+    pred = outputs[:, 0].astype(jnp.float32)
+    target = batch['label'].astype(jnp.float32)
+    err = pred - target
+    sums = {'loss_sum': jnp.sum(err ** 2 * ew), 'weight': jnp.sum(ew),
+            'within': jnp.sum((jnp.abs(err) < WITHIN) * ew),
+            # Moments for Pearson's r; centred on the batch's targets would be safer
+            # numerically, but sums of float32 products suffice at these magnitudes.
+            'sum_p': jnp.sum(pred * ew), 'sum_t': jnp.sum(target * ew),
+            'sum_pp': jnp.sum(pred * pred * ew), 'sum_tt': jnp.sum(target * target * ew),
+            'sum_pt': jnp.sum(pred * target * ew)}
+    if per_example:
+      sums.update(pred=pred, target=target, example_weight=ew)
+    return sums
   if kind in ('token', 'seq2seq'):
     targets = batch['targets'].astype(jnp.int32)
     w = batch['weights'].astype(jnp.float32) * ew[:, None]  # [B, T]
@@ -60,11 +81,12 @@ def loss_sums(kind: str, outputs: Array, batch: Mapping[str, Array],
 
 
 def add_sums(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> dict[str, Any]:
-  """Elementwise sum of two sum-dicts (host NumPy, float64), ``a`` may be None."""
+  """Elementwise sum of two sum-dicts (host NumPy, float64), ``a`` may be None;
+  per-example entries (``PER_EXAMPLE``) are concatenated."""
   b = {k: np.asarray(v, np.float64) for k, v in b.items()}
   if a is None:
     return b
-  return {k: a[k] + b[k] for k in b}
+  return {k: np.concatenate([a[k], b[k]]) if k in PER_EXAMPLE else a[k] + b[k] for k in b}
 
 
 def _safe_div(num: float, den: float) -> float:
@@ -85,17 +107,51 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, float]:
           'mcc': _safe_div(cov, den)}
 
 
-def finalize(kind: str, sums: Mapping[str, Any]) -> dict[str, float]:
-  """Metric values from summed counts: always ``loss``, plus the kind's metrics."""
+def _pearson(n: float, sp: float, st: float, spp: float, stt: float, spt: float) -> float:
+  cov = n * spt - sp * st
+  var = (n * spp - sp * sp) * (n * stt - st * st)
+  return float(cov / np.sqrt(var)) if var > 0 else 0.0
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+  """Ranks 0..n-1 of ``x``, ties sharing their mean rank (as Spearman's rho needs)."""
+  ranks = np.empty(len(x), np.float64)
+  ranks[np.argsort(x, kind='stable')] = np.arange(len(x))
+  _, tie_group, counts = np.unique(x, return_inverse=True, return_counts=True)
+  return (np.bincount(tie_group, weights=ranks) / counts)[tie_group]
+
+
+def regression_metrics(sums: Mapping[str, np.ndarray]) -> dict[str, float]:
+  """Pearson's r from moment sums; Spearman's rho when predictions were kept."""
+  out = {'pearson': _pearson(sums['weight'], sums['sum_p'], sums['sum_t'], sums['sum_pp'],
+                             sums['sum_tt'], sums['sum_pt'])}
+  if 'pred' in sums:
+    real = sums['example_weight'] > 0  # drop the filler rows of a padded last batch
+    rp, rt = _average_ranks(sums['pred'][real]), _average_ranks(sums['target'][real])
+    out['spearman'] = _pearson(len(rp), rp.sum(), rt.sum(), rp @ rp, rt @ rt, rp @ rt)
+  return out
+
+
+def finalize(kind: str, sums: Mapping[str, Any],
+             metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+  """Metric values from summed counts: ``loss`` plus the kind's metrics, or only those
+  in ``metrics`` (the task's ``TaskSpec.metrics``) when not empty. ``bits_per_<unit>`` (any
+  unit: char, byte, token) is the loss in bits."""
   sums = {k: np.asarray(v, np.float64) for k, v in sums.items()}
   loss = _safe_div(sums['loss_sum'], sums['weight'])
   out = {'loss': loss}
   if kind == 'classification':
     out.update(classification_metrics(sums['confusion']))
   elif kind == 'regression':
-    out.update({'mse': loss, 'within_0.04': _safe_div(sums['within'], sums['weight'])})
+    out.update({'mse': loss, 'within_0.04': _safe_div(sums['within'], sums['weight']),
+                **regression_metrics(sums)})
   else:
     out.update({'token_accuracy': _safe_div(sums['correct'], sums['weight']),
                 'sequence_accuracy': _safe_div(sums['seq_correct'], sums['seqs']),
                 'perplexity': float(np.exp(min(loss, 80.0)))})
-  return out
+  if not metrics:
+    return out
+  for name in metrics:
+    if name.startswith('bits_per_'):
+      out[name] = loss / np.log(2.0)
+  return {k: v for k, v in out.items() if k == 'loss' or k in metrics}

@@ -83,12 +83,14 @@ class TrainWindow:
             'grad_norm_sum': self.grad_norm_sum, 'steps': self.steps, 'lr': self.lr,
             'tokens': self.tokens, 'seconds': self.seconds()}
 
-  def take(self, kind: str) -> dict[str, float] | None:
-    """The window's metrics line (None if empty), and a fresh window."""
+  def take(self, kind: str, names: tuple[str, ...] | None = None
+           ) -> dict[str, float] | None:
+    """The window's metrics line (None if empty; only the task's metric ``names`` when
+    given, see ``losses.finalize``), and a fresh window."""
     if not self.steps:
       return None
     seconds = self.seconds()
-    metrics = losses.finalize(kind, self.sums)
+    metrics = losses.finalize(kind, self.sums, names)
     metrics.update(grad_norm=self.grad_norm_sum / self.steps, lr=self.lr,
                    step_time=seconds / self.steps,
                    tokens_per_sec=self.tokens / max(seconds, 1e-9))

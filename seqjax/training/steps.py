@@ -91,7 +91,8 @@ def make_eval_step(model, kind: str, num_classes: int) -> Callable[[Any, Batch],
   """``eval_step(params, batch) -> losses.loss_sums`` (deterministic forward)."""
 
   def eval_step(params, batch: Batch):
+    # Evaluation keeps regression predictions for rank metrics (Spearman).
     return losses.loss_sums(kind, forward(model, params, batch, train=False), batch,
-                            num_classes)
+                            num_classes, per_example=True)
 
   return eval_step

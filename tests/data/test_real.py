@@ -19,10 +19,14 @@ from seqjax.data.spec import EOS_ID
 N = 12  # mocked examples per split
 OPTIONS = {'tiny_shakespeare': {'seq_len': 4}}
 PAIRS = {'glue/mrpc': ('sentence1', 'sentence2'), 'glue/qnli': ('question', 'sentence'),
-         'glue/rte': ('sentence1', 'sentence2')}
+         'glue/rte': ('sentence1', 'sentence2'), 'glue/stsb': ('sentence1', 'sentence2'),
+         'glue/mnli': ('premise', 'hypothesis')}
 TFDS_NAME = {'imdb_bytes': 'imdb_reviews/plain_text', 'imdb_words': 'imdb_reviews/plain_text',
              'tiny_shakespeare': 'tiny_shakespeare', 'smnist': 'mnist', 'psmnist': 'mnist',
-             'scifar': 'cifar10'}
+             'scifar': 'cifar10', 'retrieval': 'seqjax_lra_retrieval'}
+# Retrieval reads TSVs from manual_dir: tests/data/test_prepare.py writes some and prepares
+# it for real, which checks more than TFDS's random mock examples could.
+MOCKED = sorted(set(real.TASKS) - {'retrieval'})
 
 
 def _tfds_name(name):
@@ -46,13 +50,15 @@ def _check_format(spec, ex):
   if spec.kind == 'classification':
     assert ex['label'].dtype == np.int32 and ex['label'].shape == ()
     assert 0 <= ex['label'] < spec.num_classes
+  elif spec.kind == 'regression':  # STS-B: a similarity score
+    assert ex['label'].dtype == np.float32 and ex['label'].shape == ()
   else:
     assert spec.kind == 'token'
     assert ex['targets'].dtype == np.int32 and ex['targets'].shape == x.shape
     np.testing.assert_array_equal(ex['weights'], np.ones(len(x), np.float32))
 
 
-@pytest.mark.parametrize('name', sorted(real.TASKS))
+@pytest.mark.parametrize('name', MOCKED)
 def test_every_task_loads_through_mock_data(mocked, name, tmp_path):
   task = get_task(name, data_dir=str(tmp_path), **OPTIONS.get(name, {}))
   assert task.spec.name == name and task.spec.splits == ('train', 'validation', 'test')
@@ -78,14 +84,16 @@ def test_every_task_loads_through_mock_data(mocked, name, tmp_path):
   assert batch['mask'].shape == (2, task.spec.max_len)
 
 
-@pytest.mark.parametrize('name', ['imdb_bytes', 'imdb_words', 'glue/sst2', 'glue/mrpc',
-                                  'glue/qnli'])
-def test_text_matches_raw_examples(mocked, name, tmp_path):
-  task = get_task(name, data_dir=str(tmp_path))
+@pytest.mark.parametrize('name,test_split', [
+    ('imdb_bytes', 'test'), ('imdb_words', 'test'), ('glue/sst2', 'validation'),
+    ('glue/mrpc', 'validation'), ('glue/qnli', 'validation'), ('glue/stsb', 'validation'),
+    ('glue/mnli', 'validation_mismatched')])
+def test_text_matches_raw_examples(mocked, name, test_split, tmp_path):
+  options = {'test_split': test_split} if name == 'glue/mnli' else {}
+  task = get_task(name, data_dir=str(tmp_path), **options)
   t = tok.tokenizer_from_dict(task.metadata['tokenizer'])
   assert t.vocab_size == task.spec.vocab_size
-  raw = tfds.data_source(_tfds_name(name), split='test' if name.startswith('imdb')
-                         else 'validation', data_dir=str(tmp_path))
+  raw = tfds.data_source(_tfds_name(name), split=test_split, data_dir=str(tmp_path))
   test = task.dataset('test')
   fields = PAIRS.get(name, ('text',) if name.startswith('imdb') else ('sentence',))
   for i in range(4):
@@ -102,7 +110,8 @@ def test_text_matches_raw_examples(mocked, name, tmp_path):
                    for w in t.split(str(src[j][f]))}
     assert set(t.vocab) <= train_words
     # A saved tokenizer rebuilds the same task (what evaluation after training does).
-    again = get_task(name, data_dir=str(tmp_path), tokenizer=task.metadata['tokenizer'])
+    again = get_task(name, data_dir=str(tmp_path), tokenizer=task.metadata['tokenizer'],
+                     **options)
     np.testing.assert_array_equal(again.dataset('test')[0]['inputs'], test[0]['inputs'])
 
 
@@ -153,11 +162,19 @@ def test_pixel_tasks(mocked, tmp_path):
 
 
 def test_glue_metrics():
+  """Each GLUE task reports the metrics of Wang et al. (2019), table 1."""
+  glue = {'glue/cola': ('mcc',), 'glue/sst2': ('accuracy',), 'glue/mrpc': ('f1', 'accuracy'),
+          'glue/qqp': ('f1', 'accuracy'), 'glue/stsb': ('pearson', 'spearman'),
+          'glue/mnli': ('accuracy',), 'glue/qnli': ('accuracy',), 'glue/rte': ('accuracy',),
+          'glue/wnli': ('accuracy',)}
+  assert {n for n in real.TASKS if n.startswith('glue/')} == set(glue)
   with tfds.testing.mock_data(num_examples=4):
-    specs = {n: get_task(n).spec for n in ('glue/cola', 'glue/mrpc', 'glue/sst2')}
-  assert 'mcc' in specs['glue/cola'].metrics and specs['glue/cola'].eval_metric == 'mcc'
-  assert 'f1' in specs['glue/mrpc'].metrics
-  assert all('accuracy' in s.metrics for s in specs.values())
+    specs = {n: get_task(n).spec for n in glue}
+  for name, metrics in glue.items():
+    assert set(metrics) <= set(specs[name].metrics), name
+    assert specs[name].eval_metric == metrics[0] and specs[name].eval_metric_larger_is_better
+  assert specs['glue/stsb'].kind == 'regression' and specs['glue/mnli'].num_classes == 3
+  assert 'accuracy' not in specs['glue/cola'].metrics
 
 
 def test_not_prepared_is_fast_and_offline(tmp_path, monkeypatch):
@@ -172,7 +189,7 @@ def test_not_prepared_is_fast_and_offline(tmp_path, monkeypatch):
     msg = str(err.value)
     assert isinstance(err.value, ValueError) and '\n' not in msg
     assert repr(_tfds_name(name)) in msg and str(tmp_path) in msg
-    assert 'download_and_prepare' in msg and '--data_dir' in msg
+    assert 'scripts.prepare_data' in msg and '--data_dir' in msg
   assert time.perf_counter() - start < 20
 
 

@@ -103,3 +103,17 @@ def test_from_dict_errors():
     tok.tokenizer_from_dict({'type': 'bpe'})
   with pytest.raises(ValueError, match='duplicate'):
     tok.tokenizer_from_dict({'type': 'word', 'vocab': ['a', 'a']})
+
+
+def test_word_vocabulary_counts_equal_a_per_token_count():
+  """The fast build (regex per distinct whitespace chunk) counts exactly what splitting
+  every text would: odd Unicode spaces, apostrophes, underscores, a final sigma."""
+  import collections
+  rng = np.random.default_rng(0)
+  alphabet = list("abcΣσς'_!.,-") + [' ', '\n', '\t', '\u00a0', '\u2003', '\x1c', '\x85']
+  texts = [''.join(rng.choice(alphabet, size=int(rng.integers(0, 60)))) for _ in range(300)]
+  texts += ['ΟΔΟΣ ΟΔΟΣ.', "don't!  DON'T", 'snake_case\u00a0word']
+  built = tok.WordTokenizer.build(texts, max_vocab=None)
+  counts = collections.Counter(w for t in texts for w in built.split(t))
+  ref = sorted(counts, key=lambda w: (-counts[w], w))
+  assert built.vocab == ref

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scipy import stats  # a jax dependency; the independent reference for rank metrics
 
 from experiments.configs import base
 from seqjax.models.config import ModelConfig
@@ -183,6 +184,41 @@ def test_token_metrics_match_numpy():
   seq = [all(right[i][w[i] > 0]) for i in range(b) if w[i].any()]
   assert got['sequence_accuracy'] == pytest.approx(np.mean(seq))
   assert got['perplexity'] == pytest.approx(np.exp(got['loss']))
+  # A character LM reports what fits it: bits per char = nats / ln 2, no sequence accuracy.
+  lm = losses.finalize('token', jax.device_get(losses.loss_sums(
+      'token', jnp.asarray(logits), {'targets': jnp.asarray(targets),
+                                     'weights': jnp.asarray(w),
+                                     'example_weight': jnp.ones(b)})),
+      ('token_accuracy', 'perplexity', 'bits_per_char'))
+  assert set(lm) == {'loss', 'token_accuracy', 'perplexity', 'bits_per_char'}
+  bits = -np.take_along_axis(np.log2(np.exp(lp)), targets[..., None], -1)[..., 0]
+  assert lm['bits_per_char'] == pytest.approx((bits * w).sum() / w.sum(), rel=1e-5)
+
+
+def test_pearson_spearman_over_batches_match_scipy():
+  """STS-B's metrics: exact over uneven batches (filler rows ignored), ties ranked as
+  scipy does (average ranks)."""
+  rng = np.random.default_rng(3)
+  n = 37
+  target = np.round(rng.uniform(0, 5, n), 1).astype(np.float32)  # ties, like STS-B
+  pred = (target + rng.normal(0, 1.5, n)).astype(np.float32)
+  pred[:6] = 2.0  # tied predictions
+  ew = np.ones(n, np.float32)
+  ew[-4:] = 0.0
+  sums = None
+  for lo in range(0, n, 10):
+    sl = slice(lo, lo + 10)
+    sums = losses.add_sums(sums, jax.device_get(losses.loss_sums(
+        'regression', jnp.asarray(pred[sl, None]),
+        {'label': jnp.asarray(target[sl]), 'example_weight': jnp.asarray(ew[sl])},
+        per_example=True)))
+  got = losses.finalize('regression', sums, ('pearson', 'spearman', 'mse'))
+  real = ew > 0
+  assert set(got) == {'loss', 'pearson', 'spearman', 'mse'}
+  assert got['pearson'] == pytest.approx(stats.pearsonr(pred[real], target[real])[0],
+                                         rel=1e-4)
+  assert got['spearman'] == pytest.approx(stats.spearmanr(pred[real], target[real])[0],
+                                          rel=1e-6)
 
 
 def _state(value: float) -> TrainState:
@@ -226,3 +262,7 @@ def test_config_errors_name_the_field():
     model_config(config, spec)
   assert shape_differences({'d_model': 8, 'dropout': 0.1}, {'d_model': 16, 'dropout': 0.0}) == [
       'd_model: saved 8, requested 16']
+  # A run saved before a field existed had its default: not a difference, unless changed.
+  assert shape_differences({'d_model': 8}, {'d_model': 8, 'num_segments': 1}) == []
+  assert shape_differences({'d_model': 8}, {'d_model': 8, 'num_segments': 2}) == [
+      'num_segments: saved 1, requested 2']

@@ -18,6 +18,7 @@ induction_heads      token          Olsson et al. 2022
 listops              classification Nangia & Bowman 2018; Tay et al. 2021 (LRA)
 marker_order         classification seqjax: order is the only signal (positions probe)
 toy_translation      seq2seq        date normalisation / reversal
+pathfinder           classification Linsley et al. 2018; LRA Pathfinder / Path-X (128)
 ===================  =============  ===================================================
 """
 
@@ -28,13 +29,14 @@ from seqjax.data.synthetic.base import default_data_dir, make_factory
 from seqjax.data.synthetic.copying import SeqjaxCopying, SeqjaxSelectiveCopying
 from seqjax.data.synthetic.listops import SeqjaxListops
 from seqjax.data.synthetic.marker_order import SeqjaxMarkerOrder
+from seqjax.data.synthetic.pathfinder import SeqjaxPathfinder
 from seqjax.data.synthetic.recall import (SeqjaxAssociativeRecall, SeqjaxInductionHeads,
                                           SeqjaxMqar)
 from seqjax.data.synthetic.translation import SeqjaxToyTranslation
 
 BUILDERS = (SeqjaxCopying, SeqjaxSelectiveCopying, SeqjaxAdding, SeqjaxAssociativeRecall,
             SeqjaxMqar, SeqjaxInductionHeads, SeqjaxListops, SeqjaxToyTranslation,
-            SeqjaxMarkerOrder)
+            SeqjaxMarkerOrder, SeqjaxPathfinder)
 TASKS = {builder.TASK: make_factory(builder) for builder in BUILDERS}
 
 __all__ = ['BUILDERS', 'TASKS', 'default_data_dir']

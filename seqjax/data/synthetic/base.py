@@ -13,7 +13,8 @@ A task module subclasses ``SyntheticBuilder`` and fills in:
 * ``validate(opts)`` — raise ``ValueError`` on bad values (one line, naming the option);
 * ``make_spec(opts)`` — the ``TaskSpec``; ``vocab(opts)`` — id -> symbol names (metadata);
 * ``features()`` — the TFDS feature dict; ``generate(rng, n)`` — ``n`` examples as a dict of
-  stacked arrays (or lists of arrays for ragged fields), vectorised NumPy where possible.
+  stacked arrays (or lists of arrays for ragged fields), vectorised NumPy where possible;
+  optionally ``reader(dtypes)`` — stored example -> spec example (e.g. uint8 -> float).
 
 Token ids 0-3 are the reserved PAD/UNK/BOS/EOS of ``seqjax.data.spec``; every task numbers
 its own symbols from 4.
@@ -137,6 +138,12 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     del opts
     return {}
 
+  @classmethod
+  def reader(cls, dtypes: dict[str, np.dtype]) -> Callable[[dict[str, Any]], Any]:
+    """Stored example -> the spec's example; by default each field as an array of its
+    feature dtype. A task storing a compact form (uint8 pixels) converts it here."""
+    return _AsArrays(dtypes)
+
   def features(self) -> tfds.features.FeaturesDict:
     """The TFDS features of one example (matches the spec's example format); the
     token kind's by default, overridden by regression / classification / seq2seq tasks."""
@@ -236,7 +243,8 @@ class _Opener:
                        f'available: {list(SPLITS)}')
     builder = self.builder()
     dtypes = {key: feature.np_dtype for key, feature in builder.info.features.items()}
-    return grain.MapDataset.source(builder.as_data_source(split)).map(_AsArrays(dtypes))
+    return grain.MapDataset.source(builder.as_data_source(split)).map(
+        self.builder_cls.reader(dtypes))
 
   def __getstate__(self):
     return {**self.__dict__, '_builder': None}
