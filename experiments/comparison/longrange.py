@@ -118,7 +118,8 @@ def _cells(sizes: Sizes, suite: Suite, families: list[str]) -> list[tuple[dict, 
         for family in families:
           job = dict(
               task=task, family=family, seeds=suite.seed_list,
-              learning_rates=suite.learning_rates, steps=sizes.steps,
+              learning_rates=suite.learning_rates,
+              lr_selection=suite.lr_selection, steps=sizes.steps,
               eval_every=sizes.eval_every, task_options=diff.options(value),
               model_overrides={'num_layers': sizes.num_layers},
               batch_size=sizes.batch_size, num_train=sizes.num_train,

@@ -135,7 +135,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   start = time.perf_counter()
   planned = variants(families)
   jobs = [dict(task=TASK, family=family, seeds=suite.seed_list,
-               learning_rates=suite.learning_rates, steps=sizes.steps,
+               learning_rates=suite.learning_rates,
+              lr_selection=suite.lr_selection, steps=sizes.steps,
                eval_every=sizes.eval_every, task_options=options,
                model_overrides={'num_layers': sizes.num_layers, **overrides},
                target_params=sizes.target_params, max_d_model=suite.max_d_model,

@@ -124,7 +124,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int,
   chance = majority_rate(task)
   models = [MODELS.get(family, (family, {})) for family in families]
   jobs = [dict(task=name, family=model, seeds=suite.seed_list,
-               learning_rates=suite.learning_rates, steps=sizes.steps,
+               learning_rates=suite.learning_rates,
+              lr_selection=suite.lr_selection, steps=sizes.steps,
                eval_every=max(sizes.steps // 4, 1), solved=None, chance=chance,
                task_options=options,
                model_overrides={'num_layers': sizes.num_layers, **overrides},

@@ -95,9 +95,13 @@ def protocol(suite: Suite) -> str:
       f'- **Learning rate.** Every family gets the same grid ({rates}; AdamW, b1 0.9, '
       'b2 0.98, weight decay 0.01, gradient clipping 1.0, 10 % linear warm-up then cosine '
       'decay over the budget). The rate is chosen per cell on the *validation* split: the '
-      'best mean validation score over seeds, capped at the criterion, ties broken by '
-      'fewer steps to the criterion. The test scores reported are that rate\'s, for '
-      'every seed.',
+      'best validation score, capped at the criterion, ties broken by fewer steps to the '
+      'criterion; ' + ('the first seed trains with every rate and the choice is made on '
+                       'it, then the other seeds train with the chosen rate only'
+                       if suite.lr_selection == 'first_seed' else
+                       'every seed trains with every rate and the choice is made on the '
+                       'mean over seeds') +
+      '. The test scores reported are that rate\'s, for every seed.',
       '- **Stopping.** A run stops when its validation score reaches the task\'s '
       'criterion (accuracy 0.99; adding problem: 99 % of the predict-the-mean error '
       'removed), or when its step budget runs out. "Learned in K steps" and "not learned '

@@ -127,7 +127,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   task, options, config_name = lm_task(sizes, seed)
   planned = [(family, budget) for family in families for budget in sizes.budgets]
   jobs = [dict(task=task, family=family, seeds=suite.seed_list,
-               learning_rates=suite.learning_rates, steps=sizes.steps,
+               learning_rates=suite.learning_rates,
+              lr_selection=suite.lr_selection, steps=sizes.steps,
                eval_every=sizes.steps, solved=None, task_options=options,
                model_overrides={'num_layers': sizes.num_layers}, target_params=budget,
                batch_size=sizes.batch_size, max_d_model=sizes.max_d_model,

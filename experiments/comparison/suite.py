@@ -36,6 +36,9 @@ class Suite:
   # Trained experiments: every family gets the same seeds, grid and budget.
   seeds: int = 3                # seeds per cell (--seeds overrides)
   learning_rates: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # the same grid for everyone
+  # 'first_seed': the rate is chosen on the first seed, the other seeds train with it
+  # only; 'all_seeds': every seed x every rate, chosen on the mean over seeds.
+  lr_selection: str = 'first_seed'
   preview: bool = False         # verdicts say "preview" where a run did not converge
   workers: int = 0              # training processes; 0 = pool.default_workers()
   first_seed: int = 0           # seeds are first_seed, first_seed + 1, ...
@@ -68,7 +71,7 @@ SUITES = {
                   batch_size=8, speed_lengths=(128, 256, 512, 1024, 2048, 4096),
                   memory_lengths=(128, 256, 512, 1024, 2048, 4096, 8192, 16384),
                   stream_contexts=(128, 512, 2048, 8192, 32768), repeats=9,
-                  max_d_model=8192, seeds=5),
+                  max_d_model=8192, seeds=5, lr_selection='all_seeds'),
 }
 
 

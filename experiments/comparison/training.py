@@ -122,12 +122,16 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
                scoring: Scoring | None = None, solved: float | None = SOLVED,
                chance: float | None = None,
                extra_tests: dict[str, dict[str, Any]] | None = None,
-               keep_params: bool = False, **kwargs) -> dict[str, Any]:
+               keep_params: bool = False, lr_selection: str = 'all_seeds',
+               **kwargs) -> dict[str, Any]:
   """Trains one cell (every seed x learning rate) and returns its record.
 
   ``kwargs`` go to ``experiment_config`` (task options, model overrides, width or
   parameter target, batch...). ``solved=None`` trains every member for the whole budget
-  (no criterion). The record holds the chosen rate's test score per seed (``scores``),
+  (no criterion). ``lr_selection``: ``'all_seeds'`` trains every seed with every rate and
+  chooses on the mean over seeds; ``'first_seed'`` chooses on the first seed alone and
+  trains the other seeds with that rate only (``len(seeds) + len(rates) - 1`` runs instead
+  of the product). The record holds the chosen rate's test score per seed (``scores``),
   their spread, the steps each seed took to the criterion (None = not reached), its
   validation curves, the extra tests' scores per seed, every member of the grid
   (``members``) and the resolved ``model_cfg``, so that nothing measured is lost. ``keep_params`` adds the chosen rate's
@@ -137,9 +141,13 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
   config = experiment_config(task, family, steps=steps, seed=seeds[0],
                              eval_every=eval_every, **kwargs)
   criterion = scoring.criterion(solved) if solved is not None else None
+  if lr_selection not in ('all_seeds', 'first_seed'):
+    raise ValueError(f'lr_selection={lr_selection!r}: choose all_seeds or first_seed')
+  choose = lambda members: select_learning_rate(members, scoring.score, criterion, steps)
   sweep = train_sweep(config, seeds, learning_rates, criterion, extra_tests=extra_tests,
-                      keep_params=keep_params)
-  chosen = select_learning_rate(sweep.members, scoring.score, criterion, steps)
+                      keep_params=keep_params,
+                      select=choose if lr_selection == 'first_seed' else None)
+  chosen = sweep.chosen_learning_rate or choose(sweep.members)
   best = [m for m in sweep.members if m.learning_rate == chosen]
   scores = [scoring.score(m.test) if m.test else float('nan') for m in best]
   reached = [m.steps_to_criterion for m in best]
@@ -152,6 +160,7 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
       'budget': steps, 'batch_size': sweep.batch_size,
       'criterion': criterion.describe() if criterion else 'none (full budget)',
       'learning_rates': list(learning_rates), 'learning_rate': chosen,
+      'lr_selection': lr_selection,
       'seeds': list(seeds), 'scores': scores, 'test_metrics': [m.test for m in best],
       'score_mean': stats.spread(scores)['mean'], 'score_min': stats.spread(scores)['min'],
       'score_max': stats.spread(scores)['max'],

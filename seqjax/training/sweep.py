@@ -119,6 +119,7 @@ class Sweep:
   criterion: Criterion | None
   compile_seconds: float         # first call of the init/train/eval steps
   test_examples: int = 0         # size of the (first seed's) test split
+  chosen_learning_rate: float | None = None  # two-phase sweeps: the rate ``select`` chose
 
 
 def _check(config, seeds: Sequence[int], learning_rates: Sequence[float]) -> None:
@@ -136,6 +137,7 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
                 criterion: Criterion | None = None,
                 extra_tests: Mapping[str, Mapping[str, Any]] | None = None,
                 keep_params: bool = False,
+                select: Callable[[list[Member]], float] | None = None,
                 on_member: Callable[[Member], None] | None = None) -> Sweep:
   """Trains every (seed, learning rate) member of ``config`` (see the module docstring).
 
@@ -144,8 +146,11 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
   ``eval_every`` (> 0) the evaluation interval. ``extra_tests`` maps a name to task
   options that override ``config.task_options`` (e.g. ``{'seq_len': 256}``): each member's
   best parameters are also scored on that setting's test split. ``keep_params`` returns
-  each member's best parameters (``Member.params``). ``on_member`` is called after each
-  member (e.g. to log progress).
+  each member's best parameters (``Member.params``). ``select`` makes the sweep two-phase:
+  the first seed trains with every rate, ``select(those members)`` picks one, and the
+  other seeds train with that rate only (``Sweep.chosen_learning_rate``); without it every
+  seed trains with every rate. ``on_member`` is called after each member (e.g. to log
+  progress).
   """
   _check(config, seeds, learning_rates)
   seeds = list(seeds)
@@ -190,20 +195,29 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
   compile_seconds = _warm_up(init_fn, train_step, eval_step, tasks[seeds[0]], spec,
                              config, batch_sh)
 
-  members = []
-  for seed in seeds:
-    for lr in learning_rates:
-      member = _train_member(config, tasks[seed], seed, float(lr), criterion, init_fn,
-                             train_step, eval_step, eval_bs, batch_sh,
-                             {name: t for (name, s), t in extra.items() if s == seed},
-                             keep_params)
-      members.append(member)
-      logging.info('sweep %s/%s seed %d lr %.2g: %d steps, criterion %s, %.1f s',
-                   spec.name, model_cfg.model, seed, lr, member.steps,
-                   member.steps_to_criterion, member.seconds)
-      if on_member is not None:
-        on_member(member)
+  members, chosen = [], None
+
+  def plan():
+    nonlocal chosen
+    yield from ((seeds[0], lr) for lr in learning_rates)
+    if select is not None:
+      chosen = float(select(list(members)))
+    for seed in seeds[1:]:
+      yield from ((seed, lr) for lr in ((chosen,) if select else learning_rates))
+
+  for seed, lr in plan():
+    member = _train_member(config, tasks[seed], seed, float(lr), criterion, init_fn,
+                           train_step, eval_step, eval_bs, batch_sh,
+                           {name: t for (name, s), t in extra.items() if s == seed},
+                           keep_params)
+    members.append(member)
+    logging.info('sweep %s/%s seed %d lr %.2g: %d steps, criterion %s, %.1f s',
+                 spec.name, model_cfg.model, seed, lr, member.steps,
+                 member.steps_to_criterion, member.seconds)
+    if on_member is not None:
+      on_member(member)
   return Sweep(members=members, model_cfg=model_cfg, spec=spec,
+               chosen_learning_rate=chosen,
                params=int(sum(x.size for x in jax.tree.leaves(abstract.params))),
                budget=int(config.num_steps), batch_size=int(config.batch_size),
                criterion=criterion, compile_seconds=compile_seconds,

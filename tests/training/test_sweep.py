@@ -80,14 +80,27 @@ def test_extra_tests_score_the_best_parameters_on_another_setting(sweep):
       assert m.extra_tests['longer']['loss'] != m.test['loss']
 
 
-def test_criterion_stops_a_member_at_the_first_evaluation_where_it_holds(data_dir):
+def test_criterion_stops_each_member_at_once_and_a_two_phase_sweep_tunes_on_seed_one(
+    data_dir):
   # The loss after 4 steps is below 100 for any sane run: the criterion holds at once.
-  got = train_sweep(_config(data_dir), seeds=[0], learning_rates=[3e-3],
-                    criterion=Criterion('loss', 100.0, larger_is_better=False))
-  member = got.members[0]
-  assert member.steps == member.steps_to_criterion == 4
-  assert member.examples_to_criterion == 4 * 16
-  assert len(member.curve) == 1 and member.best_step == 4
+  seen = []
+
+  def select(members):  # two phases: the rate is chosen on the first seed alone
+    seen.append([(m.seed, m.learning_rate) for m in members])
+    return max(members, key=lambda m: -m.validation['loss']).learning_rate
+
+  got = train_sweep(_config(data_dir), seeds=[0, 1], learning_rates=[3e-3, 1e-2],
+                    criterion=Criterion('loss', 100.0, larger_is_better=False),
+                    select=select)
+  assert seen == [[(0, 3e-3), (0, 1e-2)]]
+  first = {m.learning_rate: m.validation['loss'] for m in got.members if m.seed == 0}
+  assert got.chosen_learning_rate == min(first, key=first.get)
+  assert [(m.seed, m.learning_rate) for m in got.members][2:] == [
+      (1, got.chosen_learning_rate)]
+  for member in got.members:
+    assert member.steps == member.steps_to_criterion == 4
+    assert member.examples_to_criterion == 4 * 16
+    assert len(member.curve) == 1 and member.best_step == 4
 
 
 def test_bad_sweeps_fail_in_one_line(data_dir):
