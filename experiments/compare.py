@@ -48,6 +48,13 @@ _SEED = flags.DEFINE_integer('seed', 0, 'First random seed (models and data); a 
                              'cell uses seeds seed, seed+1, ...')
 _SEEDS = flags.DEFINE_integer('seeds', None, 'Seeds per trained cell (default: the '
                               'suite\'s: quick 2, standard 3, full 5).', lower_bound=1)
+_MAX_STEPS = flags.DEFINE_integer('max_steps', 0, 'Cap every training budget at this many '
+                                  'steps (0 = the suite\'s), to try a suite end to end on '
+                                  'small hardware; the report records the cap.',
+                                  lower_bound=0)
+_MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Cap the synthetic training and '
+                                     'test splits at this many examples (0 = the '
+                                     'suite\'s).', lower_bound=0)
 _WORKERS = flags.DEFINE_integer('workers', None, 'Processes that train cells side by side '
                                 '(default: one per CPU core on CPU, up to 4; 1 on an '
                                 'accelerator). Timing experiments always run alone.',
@@ -71,7 +78,10 @@ def main(argv):
   suite = SUITES[_SUITE.value]
   suite = dataclasses.replace(suite, seeds=_SEEDS.value or suite.seeds,
                               workers=_WORKERS.value or suite.workers,
-                              first_seed=_SEED.value)
+                              first_seed=_SEED.value, max_steps=_MAX_STEPS.value,
+                              max_examples=_MAX_EXAMPLES.value)
+  if suite.max_steps or suite.max_examples:  # a capped run can only preview its suite
+    suite = dataclasses.replace(suite, preview=True)
   families = list(_FAMILIES.value)
   os.makedirs(_OUTDIR.value, exist_ok=True)
   env = environment(suite, _SEED.value, families)

@@ -187,11 +187,10 @@ def _run_fields(record):
           'train_wall_s': record['train_wall_s']}
 
 
-def analyse_seed(suite_name: str, families: list[str], outdir: str, seed: int,
+def analyse_seed(sizes: Sizes, families: list[str], outdir: str, seed: int,
                  draw: bool) -> tuple[list[dict], list[str], tuple | None]:
   """Trains and analyses every model of one seed: ``(records, figures, baseline)``.
   ``draw``: also write this seed's figures (the report shows the first seed's)."""
-  sizes = SIZES[suite_name]
   records, figures, saliency, baseline, data = [], [], {}, None, None
   if 'lstm' in families:
     row, figure = _translation(sizes, outdir, seed, draw)
@@ -218,12 +217,12 @@ def analyse_seed(suite_name: str, families: list[str], outdir: str, seed: int,
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  sizes = SIZES[suite.name]
+  sizes = suite.sized(SIZES)
   suite = suite.with_seed(seed)
   start = time.perf_counter()
   seeds = suite.seed_list
   results = pool.map_jobs(analyse_seed, [
-      dict(suite_name=suite.name, families=families, outdir=outdir, seed=s,
+      dict(sizes=sizes, families=families, outdir=outdir, seed=s,
            draw=s == seeds[0]) for s in seeds], suite.workers)
   records = [r for recs, _, _ in results for r in recs]
   figures, baseline = results[0][1], results[0][2]

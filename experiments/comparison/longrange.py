@@ -144,7 +144,7 @@ def _cost(job: dict[str, Any]) -> float:
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  sizes = SIZES[suite.name]
+  sizes = suite.sized(SIZES)
   planned = _cells(sizes, suite.with_seed(seed), families)
   results = pool.run_cells([job for job, _ in planned], suite.workers)
   records = [{**labels, **record} for (_, labels), record in zip(planned, results)]

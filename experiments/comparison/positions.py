@@ -124,7 +124,7 @@ def permutation_change(model_cfg: dict, params, inputs: np.ndarray,
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  sizes = SIZES[suite.name]
+  sizes = suite.sized(SIZES)
   suite = suite.with_seed(seed)
   options = task_options(sizes)
   test = get_task(TASK, seed=seed, num_train=sizes.num_train, num_validation=256,

@@ -114,7 +114,7 @@ def majority_rate(task: Task) -> float:
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int,
         csv_path: str | None = None) -> Finding:
-  sizes = SIZES[suite.name]
+  sizes = suite.sized(SIZES)
   suite = suite.with_seed(seed)
   opened = open_dataset(sizes, seed, csv_path)
   if isinstance(opened, str):

@@ -119,7 +119,10 @@ def protocol(suite: Suite) -> str:
          f'{2 / math.comb(2 * len(seeds), len(seeds)):.2f}.) ') +
       ('This suite is a **preview**: where a run did not converge, its verdict says so '
        'instead of naming a winner.' if suite.preview else ''),
-  ])
+  ] + ([f'- **Capped run.** Training budgets capped at {suite.max_steps or "-"} steps and '
+        f'synthetic splits at {suite.max_examples or "-"} examples (`--max_steps`, '
+        f'`--max_examples`): this checks that the {suite.name} suite runs end to end; it is '
+        'not that suite\'s result.'] if suite.max_steps or suite.max_examples else []))
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str],

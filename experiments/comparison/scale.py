@@ -122,7 +122,7 @@ def train_step_throughput(config, repeats: int, seed: int = 0) -> dict[str, floa
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  sizes = SIZES[suite.name]
+  sizes = suite.sized(SIZES)
   suite = suite.with_seed(seed)
   task, options, config_name = lm_task(sizes, seed)
   planned = [(family, budget) for family in families for budget in sizes.budgets]

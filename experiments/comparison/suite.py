@@ -6,13 +6,14 @@ short budgets; its trained verdicts say "preview" wherever a run did not converg
 3-point learning-rate grid chosen on validation, training to criterion, difficulty
 sweeps. ``full`` runs the papers' lengths with 5 seeds, for accelerators. ``smoke`` is
 for the tests. Every experiment reads only its own fields, and keeps per-suite sizes of
-its own (``SIZES[suite.name]``) where it needs more.
+its own (``SIZES[suite.name]``, read through ``Suite.sized``) where it needs more.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 from seqjax.models.config import ModelConfig
 from seqjax.models.sizing import match_d_model
@@ -42,6 +43,10 @@ class Suite:
   preview: bool = False         # verdicts say "preview" where a run did not converge
   workers: int = 0              # training processes; 0 = pool.default_workers()
   first_seed: int = 0           # seeds are first_seed, first_seed + 1, ...
+  # Caps for trying a suite end to end on small hardware (0 = none): every training
+  # budget and every synthetic split size. A capped run is not the suite's result.
+  max_steps: int = 0
+  max_examples: int = 0
 
   @property
   def seed_list(self) -> list[int]:
@@ -49,6 +54,22 @@ class Suite:
 
   def with_seed(self, seed: int) -> 'Suite':
     return dataclasses.replace(self, first_seed=seed)
+
+  def sized(self, table: dict[str, Any]) -> Any:
+    """An experiment's sizes for this suite (``table[self.name]``, a dataclass), with the
+    suite's caps applied to its step budgets (``steps``, ``*_steps``, ``eval_every``) and
+    synthetic split sizes (``num_train``, ``num_test``)."""
+    sizes = table[self.name]
+    caps = {}
+    for field in dataclasses.fields(sizes):
+      value = getattr(sizes, field.name)
+      if self.max_steps and (field.name == 'steps' or field.name.endswith('_steps')):
+        caps[field.name] = min(value, self.max_steps)
+      elif self.max_steps and field.name == 'eval_every':
+        caps[field.name] = min(value, max(self.max_steps // 2, 1))
+      elif self.max_examples and field.name in ('num_train', 'num_test'):
+        caps[field.name] = min(value, self.max_examples)
+    return dataclasses.replace(sizes, **caps)
 
 
 SUITES = {
