@@ -35,6 +35,7 @@ class Difficulty:
   ``tied``: options that take the same value as ``option`` (MQAR queries every pair).
   ``widths``: train at each of these ``d_model`` instead of a parameter target (MQAR).
   ``test_lengths``: also score each run on its test split at these ``seq_len`` values.
+  ``steps``: a budget of the task's own (the same for every family), else the suite's.
   """
 
   option: str
@@ -43,6 +44,7 @@ class Difficulty:
   tied: tuple[str, ...] = ()
   widths: tuple[int, ...] = ()
   test_lengths: tuple[int, ...] = ()
+  steps: int = 0          # this task's budget, when not the suite's (0)
 
   def options(self, value: int) -> dict[str, int]:
     return {**self.fixed, **{name: value for name in (self.option, *self.tied)}}
@@ -60,7 +62,7 @@ class Sizes:
 
 
 def _mqar(seq_len: int, pairs: tuple[int, ...], widths: tuple[int, ...]) -> Difficulty:
-  # Zoology's vocabulary split: keys and values each from their own half.
+  # Keys and values from vocabularies of their own (Zoology's split), 4x the most pairs.
   return Difficulty('num_pairs', pairs, {'seq_len': seq_len, 'num_keys': 4 * max(pairs),
                                          'num_values': 4 * max(pairs)},
                     tied=('num_queries',), widths=widths)
@@ -74,20 +76,25 @@ SIZES = {
                'adding': Difficulty('seq_len', (8,))},
         steps=4, eval_every=2, target_params=20_000, num_layers=1, batch_size=8,
         num_train=64),
+    # Calibrated on the shared 2-core CPU (one seed, rates 1e-3/3e-3/1e-2, 1500 steps):
+    # an LSTM copies 5 tokens over a delay of 5 (0.99 at 1400 steps, rate 1e-2) but not
+    # over 20 (0.31 at best); Mamba solves selective copying at length 64 (700-1300
+    # steps) where S4D stays near 0.5; on MQAR (32 tokens, 8 pairs) attention needs a
+    # width of 32 (one rate, 1200 steps) and fails at 16 within the budget.
     'quick': Sizes(
-        tasks={'copying': Difficulty('delay', (10,), {'num_tokens': 10}),
-               'selective_copying': Difficulty('seq_len', (32,), {'num_tokens': 8}),
-               'mqar': _mqar(64, (8,), (32,)),
+        tasks={'copying': Difficulty('delay', (5,), {'num_tokens': 5}),
+               'selective_copying': Difficulty('seq_len', (32,), {'num_tokens': 4}),
+               'mqar': _mqar(32, (8,), (64,)),
                'induction_heads': Difficulty('seq_len', (32,), {'num_symbols': 16},
                                              test_lengths=(64, 128)),
                'adding': Difficulty('seq_len', (50,))},
         steps=400, eval_every=100, target_params=40_000, num_layers=2, batch_size=32,
         num_train=4000),
     'standard': Sizes(
-        tasks={'copying': Difficulty('delay', (10, 40, 160), {'num_tokens': 10}),
-               'selective_copying': Difficulty('seq_len', (32, 64, 128),
-                                               {'num_tokens': 8}),
-               'mqar': _mqar(64, (4, 16), (16, 32, 64)),
+        tasks={'copying': Difficulty('delay', (5, 20, 80), {'num_tokens': 5}, steps=2000),
+               'selective_copying': Difficulty('seq_len', (16, 32, 64),
+                                               {'num_tokens': 4}),
+               'mqar': _mqar(32, (4, 8), (32, 48, 64)),
                'induction_heads': Difficulty('seq_len', (32,), {'num_symbols': 16},
                                              test_lengths=(64, 128, 256)),
                'adding': Difficulty('seq_len', (50,))},
@@ -119,7 +126,7 @@ def _cells(sizes: Sizes, suite: Suite, families: list[str]) -> list[tuple[dict, 
           job = dict(
               task=task, family=family, seeds=suite.seed_list,
               learning_rates=suite.learning_rates,
-              lr_selection=suite.lr_selection, steps=sizes.steps,
+              lr_selection=suite.lr_selection, steps=_budget(diff, sizes, suite),
               eval_every=sizes.eval_every, task_options=diff.options(value),
               model_overrides={'num_layers': sizes.num_layers},
               batch_size=sizes.batch_size, num_train=sizes.num_train,
@@ -134,6 +141,11 @@ def _cells(sizes: Sizes, suite: Suite, families: list[str]) -> list[tuple[dict, 
           labels = {'axis': diff.option, 'difficulty': value, 'width': width}
           out.append((job, labels))
   return sorted(out, key=lambda jl: -_cost(jl[0]))
+
+
+def _budget(diff: Difficulty, sizes: Sizes, suite: Suite) -> int:
+  steps = diff.steps or sizes.steps
+  return min(steps, suite.max_steps) if suite.max_steps else steps
 
 
 def _cost(job: dict[str, Any]) -> float:
@@ -225,7 +237,10 @@ def _summary(records, sizes: Sizes, suite: Suite) -> str:
            'MFLOP/token': r['flops_per_token'] / 1e6} for r in records]
   cols = ['task', 'setting', 'family', 'params', 'MFLOP/token', 'learning_rate', 'score',
           'status', 'steps to criterion']
-  text = (f'Budget {sizes.steps} steps of batch {sizes.batch_size} per run, stopped early '
+  budgets = {r['task']: r['budget'] for r in records}
+  own = ', '.join(f'{t} {b}' for t, b in budgets.items() if b != sizes.steps)
+  text = (f'Budget {sizes.steps} steps' + (f' ({own})' if own else '') +
+          f' of batch {sizes.batch_size} per run, stopped early '
           f'once the validation score reaches {SOLVED} (checked every '
           f'{sizes.eval_every} steps); {len(suite.seed_list)} seeds x learning rates '
           f'{list(suite.learning_rates)} per cell, the rate chosen on validation; '

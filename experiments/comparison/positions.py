@@ -81,11 +81,14 @@ SIZES = {
 
 
 def variants(families: list[str]) -> list[tuple[str, str, dict]]:
-  """``(label, family, model overrides)`` for the requested families."""
+  """``(label, family, model overrides)`` for the requested families. The LSTM comes
+  with its bidirectional form too, the one that reads the whole input like the
+  Transformer encoders (the article's classifier is a BiLSTM)."""
   out = []
   if 'transformer' in families:
     out += [(label, 'transformer', overrides) for label, overrides in TRANSFORMER_VARIANTS]
-  out += [(family, family, {}) for family in families if family in RECURRENT]
+  wanted = list(families) + (['bilstm'] if 'lstm' in families else [])
+  out += [(family, family, {}) for family in dict.fromkeys(wanted) if family in RECURRENT]
   return out
 
 

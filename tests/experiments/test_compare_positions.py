@@ -99,5 +99,5 @@ def test_order_aware_variants_are_not_invariant(finding):
 
 def test_recurrent_families_join_as_reference_points():
   labels = [label for label, _, _ in positions.variants(['lstm', 'transformer', 'mamba'])]
-  assert labels[-2:] == ['lstm', 'mamba'] and len(labels) == 7
+  assert labels[-3:] == ['lstm', 'mamba', 'bilstm'] and len(labels) == 8
   assert [label for label, _, _ in positions.variants(['s4d'])] == ['s4d']
