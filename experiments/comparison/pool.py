@@ -42,7 +42,9 @@ def prepare(job: dict[str, Any]) -> None:
       config.seed = seed
       opened = config.copy_and_resolve_references()
       opened.task_options.update(dict(options))
-      training.loop.open_task(opened)
+      task = training.loop.open_task(opened)
+      for split in task.spec.splits:  # tasks generate their data on first use
+        task.dataset(split)
 
 
 def _init_worker() -> None:
