@@ -45,6 +45,9 @@ TRANSFORMER_VARIANTS = [
 ]
 # Order-aware families trained as reference points when asked for.
 RECURRENT = ('lstm', 'bilstm', 'gru', 's4d', 'mamba')
+# Those trained in their bidirectional form (seqjax.layers.bidirectional), as the
+# Transformer encoders and the bidirectional LSTM are.
+BOTH_WAYS = ('s4d', 'mamba')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +86,17 @@ SIZES = {
 def variants(families: list[str]) -> list[tuple[str, str, dict]]:
   """``(label, family, model overrides)`` for the requested families. The LSTM comes
   with its bidirectional form too, the one that reads the whole input like the
-  Transformer encoders (the article's classifier is a BiLSTM)."""
+  Transformer encoders (the article's classifier is a BiLSTM); S4D and Mamba are trained
+  reading both ways only."""
   out = []
   if 'transformer' in families:
     out += [(label, 'transformer', overrides) for label, overrides in TRANSFORMER_VARIANTS]
   wanted = list(families) + (['bilstm'] if 'lstm' in families else [])
-  out += [(family, family, {}) for family in dict.fromkeys(wanted) if family in RECURRENT]
+  for family in dict.fromkeys(wanted):
+    if family in BOTH_WAYS:  # the classifier reads the whole input in every family
+      out.append((f'{family} (both ways)', family, {'causal': False}))
+    elif family in RECURRENT:
+      out.append((family, family, {}))
   return out
 
 

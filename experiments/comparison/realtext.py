@@ -60,10 +60,17 @@ CLAIM = ('On language tasks Transformers overtook LSTMs: the article\'s GLUE tab
 PREDICTION = ('The GLUE gap comes from pre-training at scale, which this run does not do. '
               'Trained from scratch with the same small budget, the claim predicts the '
               'Transformer at least matches the LSTM on sentiment classification.')
-# Classification reads the whole text: the article's bidirectional LSTM against a
-# Transformer *encoder* (no causal mask). S4D and Mamba have no bidirectional form here
-# and read left to right; their mean-pooled output still sees every token.
-MODELS = {'lstm': ('bilstm', {}), 'transformer': ('transformer', {'causal': False})}
+# Classification reads the whole text in every family: the article's bidirectional LSTM,
+# a Transformer *encoder* (no causal mask), and S4D and Mamba read both ways
+# (seqjax.layers.bidirectional).
+MODELS = {'lstm': ('bilstm', {}), 'transformer': ('transformer', {'causal': False}),
+          's4d': ('s4d', {'causal': False}), 'mamba': ('mamba', {'causal': False})}
+
+
+def _model_label(model: str, overrides: dict) -> str:
+  if overrides.get('causal') is not False:
+    return model
+  return model + (' encoder' if model == 'transformer' else ' (both ways)')
 
 
 def prepare_command(data_dir: str) -> str:
@@ -136,8 +143,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int,
   for family, (model, overrides), cell in zip(families, models,
                                               pool.run_cells(jobs, suite.workers)):
     records.append({**cell, 'dataset': name, 'family': family,
-                    'model': model + (' encoder' if overrides.get('causal') is False
-                                      else ''), 'max_len': sizes.max_len,
+                    'model': _model_label(model, overrides), 'max_len': sizes.max_len,
                     'test_examples': num_test, 'majority_baseline': chance})
   figure = 'realtext.png'
   plots.bars([r['model'] for r in records], [r['score_mean'] for r in records],
@@ -154,7 +160,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int,
               f'<= {sizes.max_vocab:,} from the training split), texts cut to '
               f'{sizes.max_len} tokens. Every family: ~{sizes.target_params:,} parameters, '
               f'{sizes.num_layers} layers, mean-pooled classifier that reads the whole text '
-              '(bidirectional LSTM, Transformer encoder; S4D and Mamba read left to right), '
+              '(bidirectional LSTM, Transformer encoder, S4D and Mamba read both ways), '
               f'{sizes.steps} steps of batch {sizes.batch_size}, no pre-training, '
               f'{len(suite.seed_list)} seeds x rates {list(suite.learning_rates)} (chosen '
               'on validation accuracy; no early stop). Test accuracy: mean [min-max] over '

@@ -90,8 +90,9 @@ class ModelConfig:
     embed_dim: token-embedding width for ``stacked`` and ``seq2seq`` (default ``d_model``).
     mlp_ratio: MLP inner width as a multiple of ``d_model``; 0 removes the MLP.
     positions: how an order-blind mixer (attention) learns order; ignored by the others.
-    causal: for a family that can be either (attention), whether a classifier is causal
-      (a language model always is).
+    causal: for a family that can be either (attention; S4D and Mamba, which read both
+      ways with ``causal=False``), whether a classifier is causal (a language model
+      always is).
     attention_chunk: block size of chunked attention (``impl='attention:chunked'``).
     impl: the implementation switch, ``site:choice`` pairs such as
       ``'attention:chunked,scan:associative'``; unnamed sites (and ``'auto'``) pick by

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import flax.linen as nn
 
 from seqjax.layers.attention import MultiHeadAttention
+from seqjax.layers.bidirectional import Bidirectional
 from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
 from seqjax.layers.mamba import Mamba
@@ -129,16 +130,23 @@ def _attention(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
                             impl=cfg.impl, dtype=cfg.compute_dtype)
 
 
-def _s4d(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
-  del causal, layer
-  return S4D(cfg.d_model, s4d_state_size=cfg.s4d_state_size, s4d_init=cfg.s4d_init,
-             impl=cfg.impl, dtype=cfg.compute_dtype)
+def _both_ways(make: Callable[[ModelConfig], nn.Module]):
+  """The builder of a causal family that a classifier may also read both ways
+  (``causal=False``: two copies of the mixer, see ``seqjax.layers.bidirectional``)."""
+
+  def build(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+    del layer
+    return make(cfg) if causal else Bidirectional(make(cfg), make(cfg))
+
+  return build
 
 
-def _mamba(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
-  del causal, layer
-  return Mamba(cfg.d_model, mamba_d_state=cfg.mamba_d_state, mamba_d_conv=cfg.mamba_d_conv,
-               mamba_expand=cfg.mamba_expand, impl=cfg.impl, dtype=cfg.compute_dtype)
+_s4d = _both_ways(lambda cfg: S4D(
+    cfg.d_model, s4d_state_size=cfg.s4d_state_size, s4d_init=cfg.s4d_init, impl=cfg.impl,
+    dtype=cfg.compute_dtype))
+_mamba = _both_ways(lambda cfg: Mamba(
+    cfg.d_model, mamba_d_state=cfg.mamba_d_state, mamba_d_conv=cfg.mamba_d_conv,
+    mamba_expand=cfg.mamba_expand, impl=cfg.impl, dtype=cfg.compute_dtype))
 
 
 _LSTM, _LSTM_STACK = _recurrent(LSTM)
@@ -154,8 +162,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family('transformer', MultiHeadAttention, _attention, causal=(True, False),
            positions=True, bounded_stream=True,
            width_step=lambda cfg: math.lcm(8, 2 * cfg.num_heads)),
-    Family('s4d', S4D, _s4d),
-    Family('mamba', Mamba, _mamba),
+    Family('s4d', S4D, _s4d, causal=(True, False)),
+    Family('mamba', Mamba, _mamba, causal=(True, False)),
     # Bahdanau et al. 2015: an LSTM encoder and an attentive LSTM decoder
     # (seqjax.models.seq2seq), not a stack of residual mixers.
     Family('lstm_attention', LSTM, None, heads=('seq2seq',)),

@@ -98,6 +98,9 @@ def test_order_aware_variants_are_not_invariant(finding):
 
 
 def test_recurrent_families_join_as_reference_points():
-  labels = [label for label, _, _ in positions.variants(['lstm', 'transformer', 'mamba'])]
-  assert labels[-3:] == ['lstm', 'mamba', 'bilstm'] and len(labels) == 8
-  assert [label for label, _, _ in positions.variants(['s4d'])] == ['s4d']
+  planned = positions.variants(['lstm', 'transformer', 'mamba'])
+  labels = [label for label, _, _ in planned]
+  assert labels[-3:] == ['lstm', 'mamba (both ways)', 'bilstm'] and len(labels) == 8
+  # The SSMs read the whole input, as the encoders and the bidirectional LSTM do.
+  assert planned[-2][2] == {'causal': False}
+  assert positions.variants(['s4d']) == [('s4d (both ways)', 's4d', {'causal': False})]
