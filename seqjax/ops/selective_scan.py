@@ -16,15 +16,18 @@ the inputs as ``[B, T, E, N]`` arrays, runs :func:`seqjax.ops.scan.linear_scan` 
 and contracts all states with ``C``; under autodiff the scan stores them once more. On
 CPU that makes the layer memory-bound (64 MiB per array at ``B=1, T=2048, E=512, N=16``).
 
-:func:`selective_scan` is the hardware-aware version of sec. 3.3 adapted to XLA. The time
-axis is cut into chunks of ``chunk_size`` steps; a ``lax.scan`` over chunks carries the
-state, and each chunk discretises its own ``[B, K, E, N]`` slice (small enough to stay in
-cache), advances ``K`` unrolled steps and contracts them with ``C`` at once, so only
-``y [B, T, E]`` and the chunk-start states leave the loop. The gradient is a
-``jax.custom_vjp``: the forward pass keeps the chunk-start states ``[T/K, B, E, N]``
-(``1/K`` of one materialised array), and the backward pass walks the chunks in reverse,
-recomputes each chunk's states from its start state and runs the adjoint recurrence
-(``lam_t`` = dL/dh_t)::
+:func:`selective_scan` is the hardware-aware version of sec. 3.3 adapted to XLA:CPU: a loop
+over time whose state stays in cache. Inputs go time-major (``[T, B, E]``) so that each
+step reads contiguous rows, and the state is kept as ``[B, N, E]`` (``E`` minor): the
+contraction with ``C`` over ``N`` is then ``N`` multiply-adds of ``E``-wide vectors rather
+than a reduction (XLA:CPU hands small reductions to a YNNPACK kernel whose per-call cost
+dominated a step), and nothing ``[B, T, E, N]`` is ever formed. A ``lax.scan`` over chunks
+of ``chunk_size`` steps carries the state and keeps each chunk-start state; inside a
+chunk, a ``lax.scan`` advances one step at a time (unrolling measured 2-7x slower: XLA
+fuses the unrolled chain and recomputes the decays). The gradient is a
+``jax.custom_vjp``: the backward pass walks the chunks in reverse, recomputes a chunk's
+states from its start state (recompute, not store: only ``[T/K, B, N, E]`` starts are
+kept) and runs the adjoint recurrence step by step (``lam_t`` = dL/dh_t)::
 
     lam_t      = C_t[:, None, :] * dy_t[:, :, None] + a_{t+1} * lam_{t+1}
     dC_t       = sum_e dy_t[:, e, None] * h_t[:, e]
@@ -34,11 +37,11 @@ recomputes each chunk's states from its start state and runs the adjoint recurre
     du_t       = delta_t * sum_n lam_t * B_t      (+ D dy_t, through autodiff)
     dB_t       = sum_e lam_t[:, e] * delta_t[:, e] * u_t[:, e]
 
-``D * u`` is outside the custom rule, so autodiff handles it. A custom VJP rather than
-``jax.checkpoint`` on the chunk body: both keep the same residuals, but XLA:CPU compiled the
-autodiff of the unrolled chunk poorly (2.5-11x slower); ``K = 16`` sits in a flat optimum
-(figures in BENCHMARKS.md, "Design measurements: selective scan"). The custom rule
-supports reverse mode only (``jax.grad``/``vjp``), not ``jax.jvp``.
+The contractions over ``E`` (``dB``, ``dC``) are done once per chunk as batched products
+of the chunk's stacked states and adjoints; ``dA`` is accumulated per batch row in the
+carry and summed once at the end. ``D * u`` is outside the custom rule, so autodiff
+handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
+``jax.jvp``. Figures: BENCHMARKS.md, "Selective scan, round 2".
 
 :data:`SELECTIVE_SCAN` is the implementation switch between the two (site
 ``selective_scan``, see ``seqjax.ops.switch``).
@@ -92,93 +95,111 @@ def selective_scan_reference(u: Array, delta: Array, a: Array, b: Array, c: Arra
 
 
 def _to_chunks(v: Array, k: int) -> Array:
-  """``[B, T, ...]`` -> ``[ceil(T/K), B, K, ...]``, zero-padded at the end of time.
+  """``[B, T, ...]`` -> time-major ``[ceil(T/K), K, B, ...]``, zero-padded at the end.
 
   Zero ``delta`` makes a padded step the identity (``a = 1``, no input), and zero ``dy``
   gives it no adjoint, so padding changes neither the outputs nor the gradients.
   """
-  bsz, t = v.shape[:2]
+  t = v.shape[1]
   pad = -t % k
   v = jnp.pad(v, ((0, 0), (0, pad)) + ((0, 0),) * (v.ndim - 2))
-  return jnp.moveaxis(v.reshape((bsz, (t + pad) // k, k) + v.shape[2:]), 1, 0)
+  v = jnp.moveaxis(v, 1, 0)
+  return v.reshape(((t + pad) // k, k) + v.shape[1:])
 
 
 def _from_chunks(v: Array, t: int) -> Array:
-  """Inverse of :func:`_to_chunks`: ``[T/K, B, K, ...]`` -> ``[B, T, ...]``."""
-  v = jnp.moveaxis(v, 0, 1)
-  return v.reshape(v.shape[:1] + (-1,) + v.shape[3:])[:, :t]
+  """Inverse of :func:`_to_chunks`: ``[T/K, K, B, ...]`` -> ``[B, T, ...]``."""
+  return jnp.moveaxis(v.reshape((-1,) + v.shape[2:])[:t], 0, 1)
 
 
-def _chunk_states(a: Array, h: Array, u: Array, delta: Array,
-                  b: Array) -> tuple[Array, Array]:
-  """``K`` steps from state ``h [B, E, N]`` over one chunk (``u, delta [B, K, E]``,
-  ``b [B, K, N]``): returns the decays ``a_bar`` and the states, both ``[B, K, E, N]``."""
-  a_bar = jnp.exp(delta[..., None] * a)
-  bx = (delta * u)[..., None] * b[:, :, None, :]
-  states = []
-  # Unrolled: K is a small constant, and one fused kernel per chunk beats K scan steps.
-  for j in range(u.shape[1]):
-    h = a_bar[:, j] * h + bx[:, j]
-    states.append(h)
-  return a_bar, jnp.stack(states, 1)
+def _contract_n(x: Array, w: Array) -> Array:
+  """``sum_n x[:, n, :] * w[..., n, :]`` for ``x [B, N, E]`` and ``w`` either ``[B, N]``
+  (per batch row) or ``[N, E]`` (per channel): ``[B, E]``.
+
+  Written as ``N`` multiply-adds so XLA fuses it into the step's elementwise kernel; a
+  ``jnp.sum`` over ``N`` became a separate reduction call per step, 3-4x slower overall.
+  """
+  per_row = w.shape == x.shape[:2]
+  out = None
+  for n in range(x.shape[1]):
+    term = x[:, n] * (w[:, n, None] if per_row else w[n])
+    out = term if out is None else out + term
+  return out
 
 
-def _forward(u, delta, a, b, c, k):
-  """``y [B, T, E]`` (without ``D u``) and the chunk-start states ``[T/K, B, E, N]``."""
+def _step(a_t: Array, h: Array, u_t: Array, delta_t: Array,
+          b_t: Array) -> tuple[Array, Array]:
+  """One step of eq. (2a): decays ``exp(delta_t A) [B, N, E]`` and the new state
+  ``[B, N, E]`` from ``h [B, N, E]``, ``u_t, delta_t [B, E]``, ``b_t [B, N]`` and the
+  transposed ``A`` (``a_t [N, E]``)."""
+  decay = jnp.exp(delta_t[:, None, :] * a_t)
+  return decay, decay * h + (delta_t * u_t)[:, None, :] * b_t[:, :, None]
+
+
+def _forward(u, delta, a_t, b, c, k):
+  """``y [B, T, E]`` (without ``D u``) and the chunk-start states ``[T/K, B, N, E]``."""
   t = u.shape[1]
 
-  def chunk(h, xs):
-    u_k, delta_k, b_k, c_k = xs
-    _, states = _chunk_states(a, h, u_k, delta_k, b_k)
-    return states[:, -1], (h, jnp.einsum('bken,bkn->bke', states, c_k))
+  def step(h, xs):
+    u_i, delta_i, b_i, c_i = xs
+    _, h = _step(a_t, h, u_i, delta_i, b_i)
+    return h, _contract_n(h, c_i)
 
-  h0 = jnp.zeros(u.shape[:1] + a.shape, u.dtype)
+  def chunk(h, xs):
+    h_end, y = jax.lax.scan(step, h, xs)
+    return h_end, (h, y)
+
+  h0 = jnp.zeros(u.shape[:1] + a_t.shape, u.dtype)
   xs = tuple(_to_chunks(v, k) for v in (u, delta, b, c))
   _, (starts, y) = jax.lax.scan(chunk, h0, xs)
   return _from_chunks(y, t), starts
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _fused(u, delta, a, b, c, k):
-  return _forward(u, delta, a, b, c, k)[0]
+def _fused(u, delta, a_t, b, c, k):
+  return _forward(u, delta, a_t, b, c, k)[0]
 
 
-def _fused_fwd(u, delta, a, b, c, k):
-  y, starts = _forward(u, delta, a, b, c, k)
-  return y, (u, delta, a, b, c, starts)
+def _fused_fwd(u, delta, a_t, b, c, k):
+  y, starts = _forward(u, delta, a_t, b, c, k)
+  return y, (u, delta, a_t, b, c, starts)
 
 
 def _fused_bwd(k, residuals, dy):
-  u, delta, a, b, c, starts = residuals
+  u, delta, a_t, b, c, starts = residuals
   t = u.shape[1]
 
-  def chunk(carry, xs):
-    # lam: a_{t+1} * lam_{t+1} flowing into the last step of this chunk.
+  def recompute(h, xs):
+    _, h = _step(a_t, h, *xs)
+    return h, h
+
+  def adjoint(carry, xs):
+    # lam enters as a_{t+1} * lam_{t+1}; da holds dA per batch row, [B, N, E].
     lam, da = carry
+    h_prev, u_i, delta_i, b_i, c_i, dy_i = xs
+    decay, _ = _step(a_t, h_prev, u_i, delta_i, b_i)
+    lam = lam + dy_i[:, None, :] * c_i[:, :, None]
+    d_bar = lam * h_prev * decay
+    lam_b = _contract_n(lam, b_i)
+    ddelta = _contract_n(d_bar, a_t) + lam_b * u_i
+    da = da + d_bar * delta_i[:, None, :]
+    return (decay * lam, da), (lam_b * delta_i, ddelta, lam)
+
+  def chunk(carry, xs):
     h_start, u_k, delta_k, b_k, c_k, dy_k = xs
-    a_bar, states = _chunk_states(a, h_start, u_k, delta_k, b_k)
-    prev = jnp.concatenate([h_start[:, None], states[:, :-1]], 1)  # h_{t-1}
-    from_y = dy_k[..., None] * c_k[:, :, None, :]
-    lams = [None] * k
-    for j in reversed(range(k)):
-      lam = lam + from_y[:, j]
-      lams[j] = lam
-      lam = a_bar[:, j] * lam
-    lams = jnp.stack(lams, 1)                                    # [B, K, E, N]
-    d_bar = lams * prev * a_bar                                  # dL/d(delta A)
-    lam_b = jnp.einsum('bken,bkn->bke', lams, b_k)
-    ddelta = jnp.einsum('bken,en->bke', d_bar, a) + lam_b * u_k
-    du = lam_b * delta_k
-    db = jnp.einsum('bken,bke->bkn', lams, delta_k * u_k)
-    dc = jnp.einsum('bke,bken->bkn', dy_k, states)
-    da = da + jnp.einsum('bken,bke->en', d_bar, delta_k)
-    return (lam, da), (du, ddelta, db, dc)
+    _, states = jax.lax.scan(recompute, h_start, (u_k, delta_k, b_k))  # [K, B, N, E]
+    prev = jnp.concatenate([h_start[None], states[:-1]], 0)
+    carry, (du, ddelta, lams) = jax.lax.scan(
+        adjoint, carry, (prev, u_k, delta_k, b_k, c_k, dy_k), reverse=True)
+    db = jnp.einsum('kbne,kbe->kbn', lams, delta_k * u_k)
+    dc = jnp.einsum('kbne,kbe->kbn', states, dy_k)
+    return carry, (du, ddelta, db, dc)
 
   xs = (starts,) + tuple(_to_chunks(v, k) for v in (u, delta, b, c, dy))
-  (_, da), grads = jax.lax.scan(chunk, (jnp.zeros_like(starts[0]), jnp.zeros_like(a)),
-                                xs, reverse=True)
+  zero = jnp.zeros_like(starts[0])
+  (_, da), grads = jax.lax.scan(chunk, (zero, zero), xs, reverse=True)
   du, ddelta, db, dc = (_from_chunks(g, t) for g in grads)
-  return du, ddelta, da, db, dc
+  return du, ddelta, jnp.sum(da, 0), db, dc
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
@@ -208,5 +229,5 @@ def selective_scan(u: Array, delta: Array, a: Array, b: Array, c: Array,
     raise ValueError(f'selective_scan chunk_size={chunk_size!r} must be a positive integer')
   dtype = jnp.result_type(u, delta, a, b, c)
   u, delta, a, b, c = (jnp.asarray(v, dtype) for v in (u, delta, a, b, c))
-  y = _fused(u, delta, a, b, c, chunk_size)
+  y = _fused(u, delta, a.T, b, c, chunk_size)
   return y if d is None else y + d * u
