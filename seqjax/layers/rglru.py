@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
+from seqjax.layers.headwise import BlockDiagonalDense
 from seqjax.ops.scan import SCAN, linear_scan
 from seqjax.ops.switch import AUTO, Switch
 
@@ -77,23 +78,6 @@ def _ring_init(min_rad: float = 0.9, max_rad: float = 0.999):
   return init
 
 
-class BlockDiagonalDense(nn.Module):
-  """``[..., heads * d] -> [..., heads * d]``, one ``d x d`` matrix (and bias) per head."""
-
-  heads: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    d = x.shape[-1] // self.heads
-    w = self.param('w', nn.initializers.variance_scaling(1.0, 'fan_in', 'normal'),
-                   (self.heads, d, d))
-    b = self.param('b', nn.initializers.zeros, (self.heads, d))
-    xh = x.astype(self.dtype).reshape(*x.shape[:-1], self.heads, d)
-    y = jnp.einsum('...hi,hij->...hj', xh, w.astype(self.dtype)) + b.astype(self.dtype)
-    return y.reshape(x.shape)
-
-
 class RGLRU(nn.Module):
   """The RG-LRU recurrence (module doc), ``[batch, time, E] -> [batch, time, E]``."""
 
@@ -103,8 +87,8 @@ class RGLRU(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.input_gate = BlockDiagonalDense(self.num_heads, self.dtype, name='input_gate')
-    self.a_gate = BlockDiagonalDense(self.num_heads, self.dtype, name='a_gate')
+    self.input_gate = BlockDiagonalDense(self.num_heads, dtype=self.dtype, name='input_gate')
+    self.a_gate = BlockDiagonalDense(self.num_heads, dtype=self.dtype, name='a_gate')
     self.a_param = self.param('a_param', _ring_init(), (self.width,))
 
   def coefficients(self, u: Array, first: Array) -> tuple[Array, Array]:
