@@ -103,6 +103,12 @@ class ModelConfig:
       in LRA's Retrieval task (Tay et al. 2021, sec. 3.2.3): inputs ``[batch, 2 * L]`` hold
       two right-padded documents of ``L`` tokens, each encoded alone by the shared
       backbone; the head sees ``[u, v, u * v, u - v]``. Fixed by the task.
+    rglru_width: the RG-LRU's width in Hawk/Griffin recurrent blocks (0 = ``d_model``;
+      the paper uses about ``4/3 d_model``).
+    mlstm_chunk: steps per chunk of the mLSTM's chunkwise form (``impl='mlstm:chunkwise'``,
+      the default); the result does not depend on it.
+    xlstm_mlstm_per_slstm: the xLSTM[a:1] ratio ``a`` of mLSTM to sLSTM blocks (7 as in
+      the paper's language models; 0 = sLSTM blocks only).
     max_len: longest sequence (position table, KV-cache size, decode length bound).
   """
 
@@ -121,7 +127,7 @@ class ModelConfig:
   norm: str = _field('layernorm', choices=NORMS)
   max_len: int = _field(512, minimum=1)
   tie_embeddings: bool = _field(False)
-  # Attention.
+  # Attention; also the heads of the RG-LRU gates (hawk, griffin) and of xLSTM's cells.
   num_heads: int = _field(4, minimum=1, family='transformer')
   positions: str = _field('sinusoidal', choices=POSITION_KINDS)
   causal: bool = _field(True)
@@ -132,6 +138,12 @@ class ModelConfig:
   mamba_d_state: int = _field(16, minimum=1, family='mamba')
   mamba_d_conv: int = _field(4, minimum=1, family='mamba')
   mamba_expand: int = _field(2, minimum=1, family='mamba')
+  # The RG-LRU (hawk, griffin): RNN width, 0 = d_model.
+  rglru_width: int = _field(0, minimum=0, family='hawk')
+  # xLSTM (mlstm, slstm, xlstm).
+  mlstm_chunk: int = _field(64, Role.IMPLEMENTATION, minimum=1, family='mlstm')
+  # Not owned by a layer (it picks each block's layer), so marked with no family.
+  xlstm_mlstm_per_slstm: int = _field(7, minimum=0)
   # Classifier.
   pooling: str = _field('mean', choices=POOLINGS, heads=('classifier',))
   num_segments: int = _field(1, Role.TASK, minimum=1, heads=('classifier',))

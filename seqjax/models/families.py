@@ -28,7 +28,11 @@ from seqjax.layers.bidirectional import Bidirectional
 from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
 from seqjax.layers.mamba import Mamba
+from seqjax.layers.min_rnn import MinGRU, MinLSTM
+from seqjax.layers.mlstm import MLSTM
+from seqjax.layers.slstm import SLSTM
 from seqjax.layers.recurrent import RecurrentStack
+from seqjax.layers.rglru import Hawk
 from seqjax.layers.s4d import S4D
 from seqjax.ops.switch import Switch
 
@@ -149,6 +153,35 @@ _mamba = _both_ways(lambda cfg: Mamba(
     mamba_expand=cfg.mamba_expand, impl=cfg.impl, dtype=cfg.compute_dtype))
 
 
+_min_gru = _both_ways(lambda cfg: MinGRU(cfg.d_model, impl=cfg.impl,
+                                         dtype=cfg.compute_dtype))
+_min_lstm = _both_ways(lambda cfg: MinLSTM(cfg.d_model, impl=cfg.impl,
+                                           dtype=cfg.compute_dtype))
+_hawk = _both_ways(lambda cfg: Hawk(
+    cfg.d_model, num_heads=cfg.num_heads, rglru_width=cfg.rglru_width, impl=cfg.impl,
+    dtype=cfg.compute_dtype))
+_mlstm = _both_ways(lambda cfg: MLSTM(
+    cfg.d_model, num_heads=cfg.num_heads, mlstm_chunk=cfg.mlstm_chunk, impl=cfg.impl,
+    dtype=cfg.compute_dtype))
+
+_slstm = _both_ways(lambda cfg: SLSTM(cfg.d_model, num_heads=cfg.num_heads, impl=cfg.impl,
+                                      dtype=cfg.compute_dtype))
+
+
+def _xlstm(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  """xLSTM[a:1] (Beck et al. 2024, sec. 4): in every group of ``a + 1`` blocks
+  (``a = xlstm_mlstm_per_slstm``) the second is an sLSTM block, the others mLSTM blocks
+  (2 layers: mLSTM, sLSTM; 8 layers at 7:1: one sLSTM, at index 1)."""
+  group = cfg.xlstm_mlstm_per_slstm + 1
+  slstm = layer % group == min(1, group - 1)
+  return (_slstm if slstm else _mlstm)(cfg, causal, layer)
+
+
+def _heads_step(cfg: ModelConfig) -> int:
+  """Widths divisible by the heads (and by 8)."""
+  return math.lcm(8, cfg.num_heads)
+
+
 _LSTM, _LSTM_STACK = _recurrent(LSTM)
 _BILSTM, _BILSTM_STACK = _recurrent(LSTM, bidirectional=True)
 _GRU, _GRU_STACK = _recurrent(GRU)
@@ -164,6 +197,15 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            width_step=lambda cfg: math.lcm(8, 2 * cfg.num_heads)),
     Family('s4d', S4D, _s4d, causal=(True, False)),
     Family('mamba', Mamba, _mamba, causal=(True, False)),
+    # The recurrent revival (2024): gated recurrences whose training form is parallel.
+    Family('min_gru', MinGRU, _min_gru, causal=(True, False)),
+    Family('min_lstm', MinLSTM, _min_lstm, causal=(True, False)),
+    Family('hawk', Hawk, _hawk, causal=(True, False),
+           width_step=lambda cfg: 8 if cfg.rglru_width else _heads_step(cfg)),
+    # xLSTM (Beck et al. 2024): the inner width 2 * d_model is split into heads.
+    Family('mlstm', MLSTM, _mlstm, causal=(True, False), width_step=_heads_step),
+    Family('slstm', SLSTM, _slstm, causal=(True, False), width_step=_heads_step),
+    Family('xlstm', MLSTM, _xlstm, causal=(True, False), width_step=_heads_step),
     # Bahdanau et al. 2015: an LSTM encoder and an attentive LSTM decoder
     # (seqjax.models.seq2seq), not a stack of residual mixers.
     Family('lstm_attention', LSTM, None, heads=('seq2seq',)),
