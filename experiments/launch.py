@@ -101,9 +101,13 @@ def launch(args: list[str], num_processes: int, *, devices_per_process: int = 1,
   failed, killed = None, []
   deadline = None
   while any(p.poll() is None for p in procs):
-    for i, proc in enumerate(procs):
-      if failed is None and proc.poll() not in (None, 0):
-        failed, deadline = i, time.monotonic() + grace
+    if failed is None:
+      # Seen in the same round, a process killed by a signal failed first: the others'
+      # errors are about losing it.
+      down = sorted((p.poll() > 0, i) for i, p in enumerate(procs)
+                    if p.poll() not in (None, 0))
+      if down:
+        failed, deadline = down[0][1], time.monotonic() + grace
     if deadline is not None and time.monotonic() > deadline:
       for i, proc in enumerate(procs):
         if proc.poll() is None:

@@ -182,6 +182,10 @@ def train(config, workdir: str) -> dict[str, Any]:
                          interrupt=PREEMPTION.check)
     try:
       return _train(config, workdir, lead, stack)
+    except Exception as err:  # pylint: disable=broad-except
+      if multihost.is_peer_loss(err):
+        raise multihost.peer_failure(err) from err
+      raise
     except Preempted:
       return {'preempted': None, 'saved': None,
               'message': 'pre-empted before the first step: nothing new was saved; rerun '

@@ -122,6 +122,34 @@ def initialize(config) -> None:
     PREEMPTION.use_sync(multihost_utils.reached_preemption_sync_point)
 
 
+# How a collective or the coordinator reports a process that went away (gloo's TCP pairs,
+# the coordination service's gRPC status).
+_PEER_LOSS = ('Gloo', 'Connection reset by peer', 'Connection closed by peer',
+              'Socket closed', 'stopped sending heartbeats', 'UNAVAILABLE')
+
+
+def is_peer_loss(err: BaseException) -> bool:
+  """Whether ``err`` says that another process of the job is gone."""
+  text = str(err)
+  return jax.process_count() > 1 and any(s in text for s in _PEER_LOSS)
+
+
+def peer_failure(err: BaseException) -> PeerFailure:
+  """The one-line error for a lost peer, naming it when the coordinator knows which."""
+  n = jax.process_count()
+  try:
+    live = _client().get_live_nodes(list(range(n)))
+    gone = [i for i in range(n) if i not in live]
+  except Exception:  # pylint: disable=broad-except
+    gone = []
+  who = (f'process{"es" if len(gone) > 1 else ""} {", ".join(map(str, gone))} of {n}'
+         if gone else f'another of the {n} processes')
+  first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+  return PeerFailure(f'{who} stopped, so this one stops too ({first[:160]}); see that '
+                     "process's own error, then rerun the job to resume from the newest "
+                     'checkpoint', 3)
+
+
 def _client():
   from jax._src import distributed  # pylint: disable=g-import-not-at-top
   client = distributed.global_state.client
