@@ -65,5 +65,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_devices = 0        # 0 = all visible devices
   c.fsdp = False           # shard large parameters over the data axis (ZeRO-3 style)
   c.fsdp_min_size = 1024   # parameters with fewer entries stay replicated
-  c.multihost = False      # call jax.distributed.initialize()
+  # Multi-process jobs (README "Run on a cluster"): join with jax.distributed. On SLURM,
+  # Open MPI, Cloud TPU and Kubernetes the fields below are detected; elsewhere set them
+  # (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
+  c.multihost = False
+  c.coordinator_address = ''  # host:port of process 0; '' = from the env. or detected
+  c.num_processes = 0         # 0 = from the environment or detected
+  c.process_id = -1           # -1 = from the environment or detected
+  c.distributed_init_timeout = 300      # s to wait for every process to join
+  c.distributed_heartbeat_timeout = 20  # s of silence before a process counts as dead
+  c.distributed_shutdown_timeout = 30   # s to wait for the others at the final barrier
   return c

@@ -11,18 +11,25 @@
     seq2seq:  'decoder_inputs' int32 [B, Tt] (BOS + targets[:-1]), 'targets' int32 [B, Tt],
               'weights' float32 [B, Tt] (1 on real target tokens incl. EOS)
 
-Order. Process ``shard_index`` of ``shard_count`` owns examples ``shard_index::shard_count``
-(disjoint, together covering the data). Epoch ``e`` visits them in the permutation drawn
-from ``SeedSequence([seed, e])`` (the natural order when ``shuffle=False``), so the same
-seed gives the same stream, and epochs differ. Batches never straddle an epoch.
+Order. Epoch ``e`` visits all ``n`` examples in the permutation drawn from
+``SeedSequence([seed, e])`` (the natural order when ``shuffle=False``), so the same seed
+gives the same stream, and epochs differ. Global batch ``k`` of an epoch is positions
+``[k * batch_size, (k + 1) * batch_size)`` of that order; batches never straddle an epoch.
 
-Batch counts. With ``drop_remainder=True`` every shard yields ``(n // shard_count) //
-batch_size`` batches per epoch (equal on every process, so multi-process steps stay in
-lockstep). With ``drop_remainder=False`` every shard yields ``ceil(ceil(n / shard_count) /
-batch_size)`` batches; the missing rows are *filler*: copies of the batch's first real
-example with ``example_weight`` 0 (and ``weights`` 0), so shapes never change, metrics
-weighted by ``example_weight`` stay exact, and no row is all padding (which could make a
-masked mean divide by zero).
+Shards. ``batch_size`` is the *global* batch. Process ``shard_index`` of ``shard_count``
+gets rows ``[i * b, (i + 1) * b)`` of every global batch, ``b = batch_size /
+shard_count``: the global batch at step ``k`` is the same examples in the same order
+whatever the number of processes (and devices), so a run reproduces on any topology.
+(Each process reads only its own rows; with ``bucket_boundaries`` or an unfixed
+seq2seq target length it also reads the lengths of the others' rows, since the padded
+width is the global batch's.)
+
+Batch counts. ``n // batch_size`` global batches per epoch with ``drop_remainder=True``
+(the same on every process, so multi-process steps stay in lockstep); ``ceil(n /
+batch_size)`` with ``drop_remainder=False``, where the missing rows of the last global
+batch are *filler*: copies of its first example with ``example_weight`` 0 (and
+``weights`` 0), so shapes never change, metrics weighted by ``example_weight`` stay
+exact, and no row is all padding (which could make a masked mean divide by zero).
 
 Padding. Inputs are padded to ``pad_to`` (default ``spec.max_len``), or, with
 ``bucket_boundaries``, to the smallest boundary that fits the batch's longest example
@@ -32,10 +39,12 @@ last scored position if that is later. An example longer than ``pad_to``
 raises ``DataError`` naming its index: tasks that truncate do so before the pipeline.
 Seq2seq targets are padded to ``spec.max_target_len`` (the batch's longest if 0).
 
-State. ``get_state()`` is a JSON-serialisable dict ``{'epoch', 'batch', ...}`` and
-``set_state`` restores it, so a resumed iterator yields exactly the batches the
-uninterrupted one would have (the state also records the settings and refuses to restore
-into an iterator made with different ones).
+State. ``get_state()`` is a JSON-serialisable dict ``{'epoch', 'batch', ...}`` (a position
+in the global stream) and ``set_state`` restores it, so a resumed iterator yields exactly
+the batches the uninterrupted one would have. The state records the settings and refuses
+to restore into an iterator made with different ones; the shard it was saved by is
+recorded but not required to match, since the position is global (a run may resume on
+another number of processes).
 """
 
 from __future__ import annotations
@@ -98,16 +107,20 @@ class BatchIterator(grain.DatasetIterator):
     else:
       self._bounds = None
 
+    if self._batch_size % shard_count:
+      raise ValueError(f'make_iterator: batch_size={self._batch_size} (the global batch) '
+                       f'must be divisible by shard_count={shard_count}')
+    self._rows = self._batch_size // shard_count  # this shard's rows of a global batch
     n = len(dataset)
-    self._indices = np.arange(shard_index, n, shard_count, dtype=np.int64)
+    self._indices = np.arange(n, dtype=np.int64)
     if self._drop:
-      self._batches_per_epoch = (n // shard_count) // self._batch_size
+      self._batches_per_epoch = n // self._batch_size
     else:
-      self._batches_per_epoch = math.ceil(math.ceil(n / shard_count) / self._batch_size)
+      self._batches_per_epoch = math.ceil(n / self._batch_size)
     if self._batches_per_epoch == 0 and num_epochs is None:
-      raise ValueError(f'make_iterator: {n} examples over {shard_count} shard(s) make no '
-                       f'batch of batch_size={self._batch_size} with drop_remainder=True; '
-                       f'lower batch_size or pass drop_remainder=False')
+      raise ValueError(f'make_iterator: {n} examples make no batch of '
+                       f'batch_size={self._batch_size} with drop_remainder=True; lower '
+                       f'batch_size or pass drop_remainder=False')
     self._epoch, self._batch = 0, 0
     self._order = None  # permutation of the current epoch (cached)
     self._order_epoch = -1
@@ -148,17 +161,35 @@ class BatchIterator(grain.DatasetIterator):
       return next(b for b in self._bounds if b >= longest)
     return self._pad_to if self._pad_to is not None else max(longest, 1)
 
-  def _collate(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    num_real, bsz = len(indices), self._batch_size
-    if not num_real:
-      # A shard one example short of the others can end on a batch of filler only.
-      if not len(self._dataset):
-        raise DataError(f'task {self._spec.name!r}: the dataset is empty')
-      indices = self._indices[:1] if len(self._indices) else np.zeros((1,), np.int64)
-    examples = [{k: np.asarray(v) for k, v in self._dataset[int(i)].items()}
-                for i in indices]
-    lengths = [self._length(int(i), ex) for i, ex in zip(indices, examples)]
-    width = self._width(max(lengths))
+  def _global_width_needed(self) -> bool:
+    """Whether a shard's padded widths depend on the other shards' rows."""
+    return self._shard_count > 1 and (
+        self._bounds is not None or self._pad_to is None or
+        (self._spec.kind == 'seq2seq' and not self._spec.max_target_len))
+
+  def _collate(self, batch_indices: np.ndarray) -> dict[str, np.ndarray]:
+    """This shard's rows of the global batch made of examples ``batch_indices``."""
+    if not len(batch_indices):
+      raise DataError(f'task {self._spec.name!r}: the dataset is empty')
+    bsz, lo = self._rows, self._shard_index * self._rows
+    real = [int(i) for i in batch_indices[lo:lo + bsz]]
+    num_real = len(real)
+    # Filler rows copy the *global* batch's first example, so the global batch is the
+    # same array whatever the number of shards.
+    indices = real + ([int(batch_indices[0])] if num_real < bsz else [])
+    examples = [{k: np.asarray(v) for k, v in self._dataset[i].items()} for i in indices]
+    lengths = [self._length(i, ex) for i, ex in zip(indices, examples)]
+    longest, tgt_longest = max(lengths), None
+    if self._global_width_needed():
+      mine = set(indices)
+      others = [int(i) for i in batch_indices if int(i) not in mine]
+      other_examples = [{k: np.asarray(v) for k, v in self._dataset[i].items()}
+                        for i in others]
+      longest = max([longest] + [self._length(i, ex)
+                                 for i, ex in zip(others, other_examples)])
+      if self._spec.kind == 'seq2seq':
+        tgt_longest = max(_real_length(ex['targets']) for ex in examples + other_examples)
+    width = self._width(longest)
     first = examples[0]['inputs']
     batch: dict[str, np.ndarray] = {}
     if first.ndim == 2:
@@ -172,18 +203,19 @@ class BatchIterator(grain.DatasetIterator):
       weights = np.zeros((bsz, width), np.float32)
     elif kind == 'seq2seq':
       tgt_lens = [_real_length(ex['targets']) for ex in examples]  # up to EOS
-      tgt_width = self._spec.max_target_len or max(tgt_lens)
+      tgt_width = self._spec.max_target_len or tgt_longest or max(tgt_lens)
       for i, t in zip(indices, tgt_lens):
         if t > tgt_width:
-          raise DataError(f'task {self._spec.name!r}: example {int(i)} has a target of '
+          raise DataError(f'task {self._spec.name!r}: example {i} has a target of '
                           f'{t} tokens, more than max_target_len={tgt_width}')
       targets = np.full((bsz, tgt_width), PAD_ID, np.int32)
       weights = np.zeros((bsz, tgt_width), np.float32)
     else:
       label = np.zeros((bsz,), np.float32 if kind == 'regression' else np.int32)
-    # Filler rows repeat row 0 so no row is all padding; their weights stay 0.
+    # Filler rows repeat the batch's first example so no row is all padding; their
+    # weights stay 0.
     for row in range(bsz):
-      src = row if row < num_real else 0
+      src = row if row < num_real else len(indices) - 1
       ex, length = examples[src], lengths[src]
       inputs[row, :length] = ex['inputs'][:length]
       mask[row, :length] = True
@@ -223,18 +255,18 @@ class BatchIterator(grain.DatasetIterator):
       raise StopIteration
     order = self._epoch_order(self._epoch)
     start = self._batch * self._batch_size
-    indices = order[start:start + self._batch_size]
-    batch = self._collate(indices)
+    batch = self._collate(order[start:start + self._batch_size])
     self._batch += 1
     return batch
 
   def _settings(self) -> dict[str, Any]:
     return {'seed': self._seed, 'shuffle': self._shuffle, 'batch_size': self._batch_size,
-            'drop_remainder': self._drop, 'shard_index': self._shard_index,
-            'shard_count': self._shard_count, 'num_examples': len(self._dataset)}
+            'drop_remainder': self._drop, 'num_examples': len(self._dataset)}
 
   def get_state(self) -> dict[str, Any]:
-    return {'epoch': self._epoch, 'batch': self._batch, **self._settings()}
+    # The shard is informative only: the position is global (see the module docstring).
+    return {'epoch': self._epoch, 'batch': self._batch, **self._settings(),
+            'shard_index': self._shard_index, 'shard_count': self._shard_count}
 
   def set_state(self, state: dict[str, Any]) -> None:
     mine = self._settings()

@@ -40,7 +40,7 @@ from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model, example_inputs
 from seqjax.training import configuration, fault_injection, losses, mesh as mesh_lib
-from seqjax.training import optimizer as opt_lib, resume
+from seqjax.training import multihost, optimizer as opt_lib, resume
 from seqjax.training.checkpointing import Checkpointer, brief, fallback_warning
 from seqjax.training.errors import (DamagedCheckpointError, NonFiniteLossError, Preempted,
                                     UserError)
@@ -103,9 +103,9 @@ def abstract_with(tree, shardings):
 def evaluate_params(eval_step, params, task, split: str, batch_size: int,
                     batch_sharding, max_batches: int = 0) -> dict[str, float]:
   """Metrics of ``params`` over ``split`` (or its first ``max_batches`` batches)."""
-  it = make_eval_iterator(open_split(task, split), task.spec,
-                          batch_size=batch_size // jax.process_count(),
-                          shard_index=jax.process_index(), shard_count=jax.process_count())
+  index, count = mesh_lib.process_rows(batch_sharding, batch_size)
+  it = make_eval_iterator(open_split(task, split), task.spec, batch_size=batch_size,
+                          shard_index=index, shard_count=count)
   outs = []
   for i, batch in enumerate(it):
     if max_batches and i >= max_batches:
@@ -168,15 +168,24 @@ def train(config, workdir: str) -> dict[str, Any]:
   (``{'validation': ..., 'test': ...}``), or after SIGTERM ``{'preempted': step,
   'saved': step or None, 'message': ...}``."""
   configuration.check_config(config)
-  mesh_lib.maybe_initialize_distributed(config.multihost)
+  multihost.initialize(config)
   lead = jax.process_index() == 0
   with contextlib.ExitStack() as stack:
     stack.enter_context(PREEMPTION.handling())
-    if lead:  # before any data is prepared
-      ensure_writable(workdir)
-      stack.enter_context(WorkdirLock(workdir))
+
+    def claim_workdir():  # before any data is prepared; one lock for the whole job
+      if lead:
+        ensure_writable(workdir)
+        stack.enter_context(WorkdirLock(workdir))
+
+    multihost.lead_first('workdir', claim_workdir, what='locking the workdir',
+                         interrupt=PREEMPTION.check)
     try:
       return _train(config, workdir, lead, stack)
+    except Exception as err:  # pylint: disable=broad-except
+      if multihost.is_peer_loss(err):
+        raise multihost.peer_failure(err) from err
+      raise
     except Preempted:
       return {'preempted': None, 'saved': None,
               'message': 'pre-empted before the first step: nothing new was saved; rerun '
@@ -228,14 +237,20 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
                jax.process_count())
 
   with PREEMPTION.interruptible():  # the first use prepares the data: may take long
-    train_source = open_split(task, 'train')
-  train_iter = make_iterator(train_source, spec,
-                             batch_size=config.batch_size // jax.process_count(),
-                             seed=config.seed, shard_index=jax.process_index(),
-                             shard_count=jax.process_count())
+    # One writer: process 0 prepares into the (possibly shared) data_dir, the others
+    # open what it wrote.
+    train_source = multihost.lead_first(
+        'prepare', lambda: open_split(task, 'train'), what='preparing the data',
+        interrupt=PREEMPTION.check)
+  try:
+    shard = mesh_lib.process_rows(batch_sh, config.batch_size)
+  except ValueError as err:
+    raise UserError(str(err)) from None
+  train_iter = make_iterator(train_source, spec, batch_size=config.batch_size,
+                             seed=config.seed, shard_index=shard[0], shard_count=shard[1])
   if data_state is not None:
     try:
-      train_iter.set_state(data_state)
+      train_iter.set_state(resume.data_state_of_process(data_state, jax.process_index()))
     except ValueError as err:
       raise UserError(f'cannot resume the data stream in {workdir}: {err}') from None
 
@@ -259,12 +274,17 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
   window = TrainWindow(progress)
   pending: list[Any] = []  # device metrics of the steps since the last collect()
   tokens = [0]
+  # A process sees only its rows: with several, the global batch's tokens are counted on
+  # the devices (a sum beside the step), so tokens_per_sec is the whole job's.
+  count_tokens = (jax.jit(lambda mask: mask.sum(dtype=np.int32), out_shardings=repl)
+                  if shard[1] > 1 else None)
 
   def collect(step: int) -> None:
     """Host copies of the pending step metrics into the window; stops on NaN/Inf."""
     if not pending:
       return
     got = jax.device_get(pending)
+    tokens[0] += sum(int(m.pop('tokens', 0)) for m in got)
     first = step - len(got) + 1
     for i, m in enumerate(got):
       if not (np.isfinite(m['loss_sum']) and np.isfinite(m['grad_norm'])):
@@ -274,10 +294,13 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
     tokens[0] = 0
 
   def save(step: int, metrics: dict | None = None) -> None:
-    ckpt.save(step, state, train_iter.get_state(), meta, metrics, progress=window.state())
+    # Every process's iterator state, in process order (saved by process 0).
+    data = resume.data_states(multihost.gather_json('data_state', train_iter.get_state()))
+    ckpt.save(step, state, data, meta, metrics, progress=window.state())
 
   step = start
   result: dict[str, Any] = {}
+  kill_at, term_at = fault_injection.kill_at_step(), fault_injection.term_at_step()
   try:
     while step < config.num_steps:
       if PREEMPTION.should_stop(step):
@@ -293,9 +316,13 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
                               f'pre-empted before the first step: nothing new was saved '
                               f'({kept}); rerun the same command to continue')}
         break
-      batch = next(train_iter)
-      tokens[0] += int(batch['mask'].sum())
-      state, metrics = train_step(state, mesh_lib.global_batch(batch, batch_sh))
+      rows = next(train_iter)
+      batch = mesh_lib.global_batch(rows, batch_sh)
+      state, metrics = train_step(state, batch)
+      if count_tokens is None:
+        tokens[0] += int(rows['mask'].sum())
+      else:
+        metrics = dict(metrics, tokens=count_tokens(batch['mask']))
       pending.append(metrics)
       step += 1
       writer.advance()
@@ -319,8 +346,10 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
         window.exclude(time.perf_counter() - t_eval)
       if do_save:
         save(step, val if do_eval else None)
-      if step == fault_injection.kill_at_step():
+      if step == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
+      if step == term_at:
+        os.kill(os.getpid(), signal.SIGTERM)
   except BaseException:
     # Let a save in flight finish so the newest checkpoint is complete; its own failure
     # must not hide the error that got us here.

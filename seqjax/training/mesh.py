@@ -4,8 +4,9 @@ axis over the same ``'data'`` devices; XLA inserts the all-gathers, Rajbhandari 
 2020 / ZeRO-3).
 
 The same jitted step runs unchanged on 1 CPU, several GPUs or a TPU slice: only the mesh
-changes. Multi-host runs call ``jax.distributed.initialize()`` first
-(``--config.multihost``); each process then feeds its own slice of the global batch.
+changes. Multi-host runs join the job first (``seqjax.training.multihost``); each process
+then feeds the rows of the global batch that its devices hold (``process_rows``), so the
+global batch is the same whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -17,18 +18,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = 'data'
-
-
-_DISTRIBUTED = []
-
-
-def maybe_initialize_distributed(multihost: bool) -> None:
-  """``jax.distributed.initialize()`` once, for multi-host (multi-process) runs. It must
-  run before anything touches a JAX backend (even ``jax.process_count()``), so it comes
-  first in ``train``; cluster settings come from the environment (TPU, SLURM, ...)."""
-  if multihost and not _DISTRIBUTED:
-    jax.distributed.initialize()
-    _DISTRIBUTED.append(True)
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -77,8 +66,31 @@ def state_shardings(abstract_state: Any, mesh: Mesh, fsdp: bool,
   return jax.tree.map(one, abstract_state)
 
 
+def process_rows(sharding: NamedSharding, batch_size: int) -> tuple[int, int]:
+  """``(index, count)``: this process's devices hold rows ``[index * b, (index + 1) * b)``
+  of a global batch of ``batch_size`` rows split by ``sharding``, ``b = batch_size /
+  count``. ``ValueError`` if they hold none, or rows that are not one such block."""
+  if jax.process_count() == 1:
+    return 0, 1
+  spans = set()
+  for index in sharding.addressable_devices_indices_map((batch_size,)).values():
+    rows = index[0]
+    spans.add((rows.start or 0, batch_size if rows.stop is None else rows.stop))
+  if not spans:
+    raise ValueError(f'process {jax.process_index()} holds no device of the mesh; use '
+                     'all devices (num_devices=0) in a multi-process run')
+  lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+  size = hi - lo
+  if sum(b - a for a, b in spans) != size or batch_size % size or lo % size:
+    raise ValueError(f'process {jax.process_index()} holds rows {sorted(spans)} of the '
+                     f'batch, not one contiguous block; the mesh must list each '
+                     "process's devices together")
+  return lo // size, batch_size // size
+
+
 def global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:
-  """This process's slice of the batch -> global arrays split over ``'data'``."""
+  """This process's rows of the batch (``process_rows``) -> global arrays split over
+  ``'data'``."""
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)  # one call for the whole dict: less overhead
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -10,9 +10,15 @@ exits by itself; it records the request, and what happens next depends on the ph
   polls ``should_stop(step)`` at every step boundary, saves that step unless it is saved
   already, and returns — at most the step in flight is lost.
 
-Orbax's ``reached_preemption`` needs ``jax.distributed``; this flag works on one host.
-``should_stop`` is where a multi-host run must agree on the step to stop at (every process
-has to join the same final save), so that agreement belongs there and nowhere else.
+On one host the flag is the whole story. In a multi-process job every process has to join
+the same final save, so they must agree on the step: ``jax.distributed.initialize``
+installs JAX's pre-emption notifier, which takes over SIGTERM (this module's handler no
+longer runs) and tells the coordinator; ``use_sync`` then makes ``should_stop`` ask
+JAX's pre-emption sync point (``multihost_utils.reached_preemption_sync_point``), which
+turns true at the same step on every process once any of them got SIGTERM (the largest
+step any process had reached, plus one). Before the training loop (data preparation,
+restore) a multi-process job therefore does not stop at once: it stops at its first step
+boundary, saving nothing new.
 
 Entry points call ``install()`` before their heavy imports, so a SIGTERM during start-up
 is recorded too (instead of Python's default: death by signal, exit code 143).
@@ -34,6 +40,7 @@ class Preemption:
     self.requested = False
     self._interruptible = 0
     self._installed = False
+    self._sync = None  # multi-process: step -> whether every process stops there
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = True
@@ -77,8 +84,20 @@ class Preemption:
     finally:
       self._interruptible -= 1
 
-  def should_stop(self, step: int) -> bool:  # pylint: disable=unused-argument
+  def use_sync(self, reached_sync_point) -> None:
+    """Multi-process: ``should_stop(step)`` becomes ``reached_sync_point(step)``, which
+    every process must call at every step boundary (``None``: back to the local flag)."""
+    self._sync = reached_sync_point
+
+  def should_stop(self, step: int) -> bool:
     """Whether the training loop stops at ``step`` (a step boundary)."""
+    if self._sync is not None:
+      # Never the local flag here: a process stopping alone would leave the others
+      # waiting in the next collective.
+      if self._sync(int(step)):
+        self.requested = True
+        return True
+      return False
     return self.requested
 
 

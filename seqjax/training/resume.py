@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from absl import logging
 
+from seqjax.training import multihost
 from seqjax.training.checkpointing import Checkpointer, fallback_warning
 from seqjax.training.errors import DamagedCheckpointError
 from seqjax.training.preemption import PREEMPTION
@@ -35,8 +36,11 @@ def restore_or_start(ckpt: Checkpointer, config, abstract_params, abstract_opt):
   """
   steps = ckpt.all_steps()
   if steps and config.get('restart', False):
+    # Files every process sees are moved by process 0 alone (here and below).
+    removed = multihost.lead_only('restart', ckpt.remove_all, what='deleting checkpoints')
+    ckpt.manager.reload()
     logging.warning('restart=True: deleting checkpoints %s in %s and starting from step 0',
-                    ckpt.remove_all(), ckpt.directory)
+                    removed or steps, ckpt.directory)
     return 0, None
   if not steps:
     return 0, None
@@ -49,10 +53,38 @@ def restore_or_start(ckpt: Checkpointer, config, abstract_params, abstract_opt):
           f'{err}. Nothing was changed: restore the files, or rerun with '
           '--config.restart=True to start over') from err
   if refused:
-    kept = ckpt.quarantine([s for s, _ in refused])
+    kept = multihost.lead_only('quarantine', lambda: ckpt.quarantine([s for s, _ in refused]),
+                               what='moving damaged checkpoints aside')
+    ckpt.manager.reload()
+    kept = kept or 'moved aside by process 0'
     fallback_warning(ckpt.directory, refused, step, 'resuming from', kept)
   pruned = ckpt.prune()
   if pruned:
     logging.warning('deleted checkpoint steps %s in %s, left beyond keep_checkpoints=%d by '
                     'an interrupted run', pruned, ckpt.directory, ckpt.keep)
   return step, items
+
+
+def data_states(states: list[dict] | None) -> dict:
+  """The checkpoint's ``data`` item from every process's iterator state (process order;
+  ``None`` on processes other than 0, whose copy Orbax does not write). The positions
+  must agree: the processes read rows of the same global batches."""
+  if states is None:
+    return {'processes': []}
+  positions = {(s['epoch'], s['batch']) for s in states}
+  if len(positions) > 1:
+    raise RuntimeError(f'the processes\' data streams are out of step: (epoch, batch) '
+                       f'{[(s["epoch"], s["batch"]) for s in states]}')
+  return {'processes': states}
+
+
+def data_state_of_process(saved: dict, index: int) -> dict:
+  """Process ``index``'s iterator state from a checkpoint's ``data`` item. A run resumed
+  on another number of processes takes any of them: the position is global
+  (``seqjax.data.pipeline``). A checkpoint of an older version holds one bare state."""
+  if 'processes' not in saved:
+    return saved
+  states = saved['processes']
+  if not states:
+    raise ValueError('the checkpoint holds no data-iterator state')
+  return states[index] if index < len(states) else states[0]

@@ -103,23 +103,33 @@ def test_drop_remainder_and_num_epochs():
     make_iterator(ds, CLS, batch_size=40, seed=0)
 
 
-@pytest.mark.parametrize('count', [2, 3, 5])
-def test_shards_are_disjoint_and_cover(count):
+@pytest.mark.parametrize('count', [2, 3, 6])
+def test_shards_are_row_blocks_of_one_global_batch(count):
+  """Whatever the shard count, stacking the shards' batches gives the 1-shard batch
+  (same examples, order, padding and filler), so a run is the same on any topology."""
   ds = _cls_data()
-  seen, num_batches = [], set()
-  for index in range(count):
-    batches = list(make_eval_iterator(ds, CLS, batch_size=3, shard_index=index,
-                                      shard_count=count))
-    num_batches.add(len(batches))
-    seen.append(sum((_ids(b) for b in batches), []))
-  assert len(num_batches) == 1                    # every process steps in lockstep
-  flat = sum(seen, [])
-  assert sorted(flat) == list(range(23))          # disjoint and covering
-  # Training shards (shuffled, dropping remainders) stay disjoint and in lockstep too.
-  train = [sum((_ids(b) for b in _take(make_iterator(
-      ds, CLS, batch_size=2, seed=5, shard_index=i, shard_count=count), 23 // count // 2)),
-               []) for i in range(count)]
-  assert len(set(sum(train, []))) == sum(len(t) for t in train)
+  for make, kw, k in ((make_iterator, dict(seed=5), 9),  # shuffled, past an epoch
+                      (make_eval_iterator, dict(bucket_boundaries=[5, 8]), None)):
+    whole = make(ds, CLS, batch_size=6, **kw)
+    shards = [make(ds, CLS, batch_size=6, shard_index=i, shard_count=count, **kw)
+              for i in range(count)]
+    ref = list(whole) if k is None else _take(whole, k)
+    got = [list(s) for s in shards] if k is None else [_take(s, k) for s in shards]
+    assert all(len(g) == len(ref) for g in got)  # every process steps in lockstep
+    for step, batch in enumerate(ref):
+      stacked = {key: np.concatenate([g[step][key] for g in got]) for key in batch}
+      _assert_batches_equal([stacked], [batch])
+  # The eval pass covers every example once (the last batch is partly filler).
+  assert sorted(sum((_ids(b) for b in make_eval_iterator(ds, CLS, batch_size=6)), [])) == \
+      list(range(23))
+  # A position saved by one topology continues on another.
+  one = make_iterator(ds, CLS, batch_size=6, seed=5, shard_index=count - 1,
+                      shard_count=count)
+  _take(one, 4)
+  resumed = make_iterator(ds, CLS, batch_size=6, seed=5)
+  resumed.set_state(json.loads(json.dumps(one.get_state())))
+  _assert_batches_equal(_take(resumed, 3),
+                        _take(make_iterator(ds, CLS, batch_size=6, seed=5), 7)[4:])
 
 
 def test_bucketed_padding_and_masks():
@@ -212,6 +222,8 @@ def test_errors():
     other.set_state(it.get_state())
   with pytest.raises(ValueError, match='shard_index'):
     make_iterator(ds, CLS, batch_size=4, seed=0, shard_index=2, shard_count=2)
+  with pytest.raises(ValueError, match='divisible by shard_count=3'):
+    make_iterator(ds, CLS, batch_size=4, seed=0, shard_index=0, shard_count=3)
   with pytest.raises(ValueError, match='batch_size'):
     BatchIterator(ds, CLS, batch_size=0, seed=0, shuffle=True, num_epochs=None,
                   drop_remainder=True, pad_to=None, bucket_boundaries=None, shard_index=0,

@@ -126,3 +126,35 @@ def test_chunked_generation_covers_every_example(tmp_path, monkeypatch):
                                   **SIZES).open('train')
   rows = {tuple(ds[i]['inputs'].tolist()) for i in range(len(ds))}
   assert len(ds) == 20 and len(rows) == 20  # no chunk repeats another's random stream
+
+
+def test_a_process_that_waited_for_another_preparation_opens_its_files(tmp_path,
+                                                                       monkeypatch):
+  """Two preparers of one dataset: the second makes its builder before the files exist,
+  waits for the first's lock, and must then read the prepared files (TFDS's stale builder
+  said 'splits is empty')."""
+  import fcntl
+  import threading
+  from seqjax.data.synthetic import base
+  task = TASKS['copying'](data_dir=tmp_path, seed=2, **SIZES, **SMALL)
+  opener = task.open
+  config_dir = pathlib.Path(os.fspath(opener._new_builder().data_dir)).parent
+  config_dir.mkdir(parents=True)
+  waiting, real_flock = threading.Event(), fcntl.flock
+
+  def flock(fd, op):  # the second preparer reaches the lock: let the first write
+    waiting.set()
+    return real_flock(fd, op)
+
+  got = {}
+  with open(f'{config_dir}.lock', 'w') as first:
+    real_flock(first, fcntl.LOCK_EX)
+    monkeypatch.setattr(base.fcntl, 'flock', flock)
+    second = threading.Thread(target=lambda: got.update(n=len(task.dataset('train'))))
+    second.start()
+    assert waiting.wait(60)
+    opener._new_builder().download_and_prepare(download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    real_flock(first, fcntl.LOCK_UN)
+  second.join(60)
+  assert got == {'n': SIZES['num_train']}

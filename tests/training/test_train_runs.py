@@ -106,17 +106,88 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(baseline, data_dir, tmp_pat
     np.testing.assert_array_equal(a, b)
 
 
-def test_forced_host_devices_give_the_same_losses(baseline, data_dir, tmp_path):
-  ref = _records(baseline)
-  for devices, extra in ((8, []), (4, ['--config.fsdp=True', '--config.fsdp_min_size=16'])):
-    workdir = tmp_path / f'd{devices}'
-    _run('train.py', _flags(data_dir, workdir) + extra, devices=devices)
-    got = _records(workdir)
-    assert [(r['step'], r['split']) for r in got] == [(r['step'], r['split']) for r in ref]
-    for r, g in zip(ref, got):
-      np.testing.assert_allclose(g['loss'], r['loss'], rtol=2e-5, err_msg=str(devices))
-      if 'grad_norm' in r:
-        np.testing.assert_allclose(g['grad_norm'], r['grad_norm'], rtol=1e-4)
+FSDP4 = ['--config.fsdp=True', '--config.fsdp_min_size=16']
+
+
+@pytest.fixture(scope='module')
+def fsdp4(tmp_path_factory, data_dir):
+  """The baseline run on 1 process x 4 devices with FSDP (the multi-process reference)."""
+  workdir = tmp_path_factory.mktemp('fsdp4')
+  _run('train.py', _flags(data_dir, workdir) + FSDP4, devices=4)
+  return workdir
+
+
+def _assert_same_losses(got_dir, ref_dir, rtol, what, so_far=False):
+  ref, got = _records(ref_dir), _records(got_dir)
+  if so_far:  # a run stopped part-way: its lines so far
+    ref = ref[:len(got)]
+  assert [(r['step'], r['split']) for r in got] == [(r['step'], r['split']) for r in ref]
+  for r, g in zip(ref, got):
+    np.testing.assert_allclose(g['loss'], r['loss'], rtol=rtol, err_msg=what)
+    if 'grad_norm' in r:
+      np.testing.assert_allclose(g['grad_norm'], r['grad_norm'], rtol=10 * rtol)
+
+
+def test_forced_host_devices_give_the_same_losses(baseline, fsdp4, data_dir, tmp_path):
+  _run('train.py', _flags(data_dir, tmp_path / 'd8'), devices=8)
+  for workdir, what in ((tmp_path / 'd8', '8 devices'), (fsdp4, '4 devices, FSDP')):
+    _assert_same_losses(workdir, baseline, 2e-5, what)
+
+
+def _launch(workdir, data_dir, **env):
+  """The baseline run as a job of 2 processes x 2 devices (FSDP) on this machine."""
+  cache = Path(data_dir).parent / 'jit-cache-2x2'  # the rerun compiles nothing
+  env = dict(JAX_COMPILATION_CACHE_DIR=str(cache),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', **env)
+  return _run('launch', ['--num_processes=2', '--devices_per_process=2', '--grace=30', '--',
+                         *_flags(data_dir, workdir), *FSDP4], check=False, **env)
+
+
+def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
+    fsdp4, tmp_path, monkeypatch):
+  """One run over three topologies. 2 processes x 2 devices (FSDP) start on a fresh
+  data_dir (process 0 prepares, the other waits); a SIGTERM to process 1 alone after
+  update 5 stops both at one step, with one checkpoint holding both processes'
+  data-iterator states. That checkpoint resumes on 1 process x 1 device without FSDP
+  (here, in this process) until a SIGTERM after update 10, and that one resumes on
+  2 x 2 again. Every logged loss equals the 1-process x 4-device run's (the global batch
+  does not depend on the topology): to 1e-5 on 2 x 2, to 2e-5 once 1 x 1 took part (as
+  for 1 vs 8 devices above). The final checkpoint evaluates on a single device."""
+  from seqjax.training import loop
+  from seqjax.training.preemption import PREEMPTION
+  data_dir, workdir = tmp_path / 'fresh-data', tmp_path / 'run'
+  first = _launch(workdir, data_dir, SEQJAX_TEST_TERM_AT_STEP='5',
+                  SEQJAX_TEST_FAULT_PROCESS='1')
+  assert first.returncode == 0, first.stderr[-3000:]
+  said = [l for l in first.stdout.splitlines() if 'pre-empted: saved step' in l]
+  assert len(said) == 2 and {l[:4] for l in said} == {'[0] ', '[1] '}, first.stdout[-2000:]
+  assert said[0][4:] == said[1][4:]  # the same step in both
+  stopped = int(said[0].split('saved step ')[1].split(';')[0])
+  assert 6 <= stopped < 10
+  data = json.loads((workdir / 'checkpoints' / str(stopped) / 'data' / 'metadata'
+                     ).read_text())
+  states = data['processes']
+  assert [s['shard_index'] for s in states] == [0, 1]
+  assert {(s['epoch'], s['batch']) for s in states} == {(0, stopped)}
+  assert not list(data_dir.rglob('incomplete.*'))
+  _assert_same_losses(workdir, fsdp4, 1e-5, '2 processes x 2 devices', so_far=True)
+
+  monkeypatch.setenv('SEQJAX_TEST_TERM_AT_STEP', '10')
+  monkeypatch.setattr(PREEMPTION, 'requested', False)  # reset after the SIGTERM below
+  got = loop.train(_config(data_dir), str(workdir))  # 1 device, no FSDP
+  assert got['preempted'] == got['saved'] == 10
+
+  second = _launch(workdir, data_dir)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert f'resumed from {workdir / "checkpoints"} step 10' in second.stderr
+  _assert_same_losses(workdir, fsdp4, 2e-5, '2 x 2, then 1 x 1, then 2 x 2')
+
+  from experiments import evaluate as evaluate_lib
+  test = [r for r in _records(workdir) if r['split'] == 'test'][0]
+  got = evaluate_lib.evaluate(str(workdir), str(int(test['checkpoint_step'])), 'test')
+  for key in ('loss', 'token_accuracy', 'sequence_accuracy'):
+    assert got[key] == pytest.approx(test[key], rel=1e-5), key
 
 
 def test_evaluate_restores_params_only(baseline, tmp_path):

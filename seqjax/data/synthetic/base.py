@@ -228,12 +228,19 @@ class _Opener:
     self.builder_cls, self.config, self.data_dir = builder_cls, config, data_dir
     self._builder = None
 
+  def _new_builder(self) -> SyntheticBuilder:
+    return self.builder_cls(data_dir=self.data_dir, config=self.config,
+                            file_format='array_record')
+
   def builder(self) -> SyntheticBuilder:
     if self._builder is None:
-      builder = self.builder_cls(data_dir=self.data_dir, config=self.config,
-                                 file_format='array_record')
+      builder = self._new_builder()
       if not builder.is_prepared():
         _prepare(builder)
+        # A builder made before the files existed keeps an empty split list when another
+        # process prepared them while this one waited for the lock (TFDS then only says
+        # "reusing"): read the prepared dataset's info afresh.
+        builder = self._new_builder()
       self._builder = builder
     return self._builder
 
