@@ -20,6 +20,7 @@ import os
 from typing import Any, Callable
 
 import jax
+import tqdm
 
 from experiments.comparison import training
 
@@ -59,13 +60,22 @@ def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]],
   ``default_workers()``). ``fn`` must be a module-level function (workers import it by
   name) and two jobs must not generate the same dataset: call ``prepare`` first."""
   workers = workers or default_workers()
+  # A long suite shows how many cells are done (stderr; finished cells, not steps).
+  progress = functools.partial(tqdm.tqdm, total=len(jobs), unit='cell',
+                               desc=f'{len(jobs)} cells on {min(workers, len(jobs))} '
+                                    'process(es)', disable=len(jobs) <= 1)
   if workers <= 1 or len(jobs) <= 1:
-    return [fn(**job) for job in jobs]
+    return [fn(**job) for job in progress(jobs)]
   context = multiprocessing.get_context('spawn')
   with concurrent.futures.ProcessPoolExecutor(
       max_workers=min(workers, len(jobs)), mp_context=context,
       initializer=_init_worker) as executor:
-    return list(executor.map(functools.partial(_call, fn), jobs))
+    futures = [executor.submit(_call, fn, job) for job in jobs]
+    for future in progress(concurrent.futures.as_completed(futures)):
+      if future.exception() is not None:  # stop now, not after every other cell
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise future.exception()
+    return [future.result() for future in futures]
 
 
 def _call(fn: Callable[..., Any], job: dict[str, Any]) -> Any:
