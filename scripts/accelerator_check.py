@@ -148,8 +148,10 @@ def timed(fn, *args, repeats: int) -> tuple[Any, float]:
 
 
 def check_family(name: str, dtype: str, *, batch: int, time_len: int, d_model: int,
-                 repeats: int, num_layers: int = 2, device=None) -> dict[str, Any]:
-  """One row of the table: errors, tolerance, times (ms) and pass/fail of ``name``."""
+                 repeats: int, num_layers: int = 2, device=None,
+                 only: tuple[str, ...] = ('forward', 'train', 'decode')) -> dict[str, Any]:
+  """One row of the table: errors, tolerance, times (ms) and pass/fail of ``name``
+  (the programs in ``only``, those the family has)."""
   device = device or jax.devices()[0]
   cpu = jax.devices('cpu')[0]
   cfg = family_config(name, dtype, d_model, time_len, num_layers)
@@ -162,6 +164,8 @@ def check_family(name: str, dtype: str, *, batch: int, time_len: int, d_model: i
   row = {'family': name, 'head': cfg.head, 'dtype': dtype, 'tolerance': TOLERANCE[dtype]}
   ok = True
   for what, fn in progs.items():
+    if what not in only:
+      continue
     try:
       ref_args = jax.device_put((params, host_batch), cpu)
       # decode is compared with the reference's parallel logits.
