@@ -1,7 +1,7 @@
 r"""Accelerator check: every family on this machine's backend against a float32 CPU reference.
 
     python -m scripts.accelerator_check [--dtype=auto] [--families=lstm,mamba] \
-        [--batch=8] [--time=64] [--d_model=64] [--repeats=5]
+        [--only=forward,train,decode] [--batch=8] [--time=64] [--d_model=64] [--repeats=5]
 
 For every model family (``seqjax.models.families``; its language model, or its classifier
 / encoder-decoder when it has no LM head) the same float32 parameters and batch go
@@ -49,6 +49,8 @@ _FAMILIES = flags.DEFINE_list('families', [], 'Families to check (default: all).
 _BATCH = flags.DEFINE_integer('batch', 8, 'Batch size.', lower_bound=1)
 _TIME = flags.DEFINE_integer('time', 64, 'Sequence length.', lower_bound=2)
 _D_MODEL = flags.DEFINE_integer('d_model', 64, 'Model width.', lower_bound=8)
+_ONLY = flags.DEFINE_list('only', ['forward', 'train', 'decode'],
+                          'Programs to check (forward, train, decode).')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed runs per program (median).',
                                 lower_bound=1)
 
@@ -221,7 +223,8 @@ def main(argv):
   if unknown:
     cli.fail(f'--families: unknown {unknown}; choose from {list(FAMILIES)}')
   rows = [check_family(n, dtype, batch=_BATCH.value, time_len=_TIME.value,
-                       d_model=_D_MODEL.value, repeats=_REPEATS.value, device=device)
+                       d_model=_D_MODEL.value, repeats=_REPEATS.value, device=device,
+                       only=tuple(_ONLY.value))
           for n in names]
   print(table(rows, device))
   sys.exit(0 if all(r['ok'] for r in rows) else 1)
