@@ -222,6 +222,9 @@ def main(argv):
   unknown = [n for n in names if n not in FAMILIES]
   if unknown:
     cli.fail(f'--families: unknown {unknown}; choose from {list(FAMILIES)}')
+  bad = [p for p in _ONLY.value if p not in ('forward', 'train', 'decode')]
+  if bad or not _ONLY.value:
+    cli.fail(f'--only={",".join(_ONLY.value)}: choose from forward, train, decode')
   rows = [check_family(n, dtype, batch=_BATCH.value, time_len=_TIME.value,
                        d_model=_D_MODEL.value, repeats=_REPEATS.value, device=device,
                        only=tuple(_ONLY.value))
