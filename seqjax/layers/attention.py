@@ -26,7 +26,7 @@ import numpy as np
 
 from seqjax.layers.base import State, not_streamable
 from seqjax.ops.attention import (ATTENTION, apply_attention_weights, attention_weights,
-                                  make_attention_mask)
+                                  auto_attention, fused_attention, make_attention_mask)
 from seqjax.ops.chunked_attention import chunked_attention
 from seqjax.ops.positions import apply_rope
 from seqjax.ops.switch import AUTO, Switch
@@ -50,9 +50,13 @@ class MultiHeadAttention(nn.Module):
     rope_base: RoPE base (10000 in RoFormer).
     attention_chunk: block size of the chunked implementation.
     impl: implementation switch (``seqjax.ops.switch``), site ``attention``:
-      ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks) or
-      ``chunked`` (online softmax over blocks, O(time) memory, same numbers; cannot return
-      weights or apply weight dropout). Streaming ``step`` is exact either way.
+      ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks on CPU
+      and TPU), ``chunked`` (online softmax over blocks, O(time) memory, same numbers) or
+      ``cudnn`` (cuDNN's fused kernel, GPU only; ``auto`` picks it on GPU for 16-bit
+      compute and head widths that are multiples of 8 up to 128, see
+      ``ops.attention.auto_attention``; the padding mask is read as right padding).
+      Neither ``chunked`` nor ``cudnn`` can return weights or apply weight dropout.
+      Streaming ``step`` is exact either way.
     dtype: computation dtype; the softmax always runs in float32.
 
   Params: ``w_q``, ``w_k``, ``w_v``, ``w_o``, each a Dense with ``kernel``
@@ -132,7 +136,16 @@ class MultiHeadAttention(nn.Module):
       on the exact path; the chunked path never forms them.
     """
     time = x.shape[1]
-    chunked = ATTENTION.resolve(self.impl, time) == 'chunked'
+    choice = ATTENTION.choice(self.impl)
+    if choice == AUTO:
+      choice = auto_attention(
+          jax.default_backend(), time, dtype=self.dtype, head_dim=self.head_dim,
+          needs_weights=return_weights or (self.dropout > 0 and not deterministic))
+    if choice == 'cudnn' and (return_weights or (self.dropout > 0 and not deterministic)):
+      raise ValueError("return_weights / attention-weight dropout need "
+                       "impl='attention:exact'; the fused cuDNN kernel never "
+                       'materialises the weights')
+    chunked = choice == 'chunked'
     if chunked and return_weights:
       raise ValueError("return_weights=True needs impl='attention:exact'; the chunked "
                        'path never materialises the attention weights')
@@ -142,6 +155,9 @@ class MultiHeadAttention(nn.Module):
                        'path never materialises the weights (set dropout=0)')
     x = x.astype(self.dtype)
     q, k, v = self._project(x, jnp.arange(time, dtype=jnp.int32))
+    if choice == 'cudnn':  # takes [batch, time, heads, d_k] as it is
+      out = fused_attention(q, k, v, key_mask=mask, causal=self.causal)
+      return self._merge(jnp.swapaxes(out, 1, 2).astype(self.dtype))
     # Heads move forward only here: RoPE and the cache work on [batch, time, heads, d_k].
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
     if chunked:

@@ -64,7 +64,9 @@ class EncoderDecoder(nn.Module):
     x = self.drop(self.src_embed(src), deterministic=deterministic)
     annotations = self.encoder(x, src_mask, deterministic=deterministic)
     summary = pool(annotations, src_mask, 'final_states', self.cfg.bidirectional_encoder)
-    h0 = jnp.tanh(self.bridge(summary))
+    # The decoder cell keeps its state in float32 whatever the compute dtype (as the
+    # LSTM layers do), so the scan's carry has one dtype from the first step.
+    h0 = jnp.tanh(self.bridge(summary)).astype(jnp.float32)
     carry = (h0, jnp.zeros_like(h0))
     return annotations, self.attention.project_keys(annotations), carry
 

@@ -35,21 +35,56 @@ from seqjax.ops.switch import Switch
 Array = jax.Array
 
 # Implementations ``attend`` dispatches to.
-ATTENTION_IMPLS = ('exact', 'chunked')
+ATTENTION_IMPLS = ('exact', 'chunked', 'cudnn')
+CUDNN_DTYPES = ('bfloat16', 'float16')
 
 
 def _attention_rule(platform: str, time: int | None) -> str:
-  """``auto`` is ``'exact'`` on every platform: only it returns the weights (the
-  interpretability experiment reads them) and applies attention-weight dropout. Chunked
-  attention is the opt-in for long sequences: at T=4096 on CPU it took 1/52 of the
-  temporary memory and ran 4.2x faster (BENCHMARKS.md, section 2)."""
-  del platform, time
-  return 'exact'
+  """``auto`` is ``'cudnn'`` (fused attention) on GPU and ``'exact'`` elsewhere; on GPU the
+  layer falls back to ``'exact'`` where cuDNN cannot run (``auto_attention``). Exact stays
+  the choice on CPU and TPU: only it returns the weights (the interpretability
+  experiment reads them) and applies attention-weight dropout. Chunked attention is the
+  opt-in for long sequences: at T=4096 on CPU it took 1/52 of the temporary memory and
+  ran 4.2x faster (BENCHMARKS.md, section 2); no crossover length has been measured, so
+  ``auto`` does not pick it."""
+  del time
+  return 'cudnn' if platform == 'gpu' else 'exact'
+
+
+def auto_attention(platform: str, time: int | None, *, dtype, head_dim: int,
+                   needs_weights: bool) -> str:
+  """What ``auto`` runs for one call: ``_attention_rule``, except that cuDNN's fused
+  kernel is used only where it can run and nothing else is asked of it: a 16-bit compute
+  dtype, a head width that is a multiple of 8 up to 128, and neither the weights nor
+  attention-weight dropout wanted (``needs_weights``); ``'exact'`` (XLA) otherwise."""
+  choice = _attention_rule(platform, time)
+  if choice == 'cudnn' and (needs_weights or jnp.dtype(dtype).name not in CUDNN_DTYPES
+                            or head_dim % 8 or head_dim > 128):
+    return 'exact'
+  return choice
+
+
+def fused_attention(q: Array, k: Array, v: Array, *, key_mask: Array | None = None,
+                    causal: bool = False, implementation: str = 'cudnn') -> Array:
+  """``jax.nn.dot_product_attention`` over ``[batch, time, heads, d_k]`` inputs (note the
+  layout: heads third), returning ``[batch, t_q, heads, d_v]``.
+
+  ``key_mask`` ``[batch, t_k]`` is read as right padding: its row sums become
+  ``key_value_seq_lengths`` (what the fused kernel takes), which matches the pipeline's
+  batches; a mask with holes needs ``'exact'``. ``implementation='xla'`` runs the same
+  call anywhere (the tests check it against ``'exact'`` on CPU).
+  """
+  lengths = None
+  if key_mask is not None:
+    lengths = jnp.sum(key_mask, axis=-1, dtype=jnp.int32)
+  return jax.nn.dot_product_attention(q, k, v, is_causal=causal,
+                                      key_value_seq_lengths=lengths,
+                                      implementation=implementation)
 
 
 ATTENTION = Switch('attention', ATTENTION_IMPLS, _attention_rule,
-                   'softmax attention: exact [T, T] weights or online softmax over blocks '
-                   '(O(T) memory); ops/attention.py')
+                   'softmax attention: exact [T, T] weights, online softmax over blocks '
+                   '(O(T) memory) or cuDNN fused (GPU, 16-bit); ops/attention.py')
 
 
 def attention_logits(q: Array, k: Array) -> Array:
@@ -132,7 +167,8 @@ def attend(q: Array, k: Array, v: Array, *, key_mask: Array | None = None,
     key_mask: ``[batch, t_k]`` bool, True = real key; ``None`` = all real.
     causal: query ``i`` sees keys ``j <= i``.
     impl: ``'exact'`` materialises the ``[t_q, t_k]`` weights (O(T²) memory);
-      ``'chunked'`` uses online softmax over ``chunk_size`` blocks (O(T) memory).
+      ``'chunked'`` uses online softmax over ``chunk_size`` blocks (O(T) memory);
+      ``'cudnn'`` is cuDNN's fused kernel (GPU only; ``fused_attention``).
     chunk_size: query and key block size of the chunked path.
 
   Returns:
@@ -144,6 +180,10 @@ def attend(q: Array, k: Array, v: Array, *, key_mask: Array | None = None,
   if impl == 'chunked':
     return chunked_attention(q, k, v, key_mask=key_mask, causal=causal,
                              block_q=chunk_size, block_k=chunk_size)
+  if impl == 'cudnn':
+    swap = lambda a: jnp.swapaxes(a, 1, 2)
+    return swap(fused_attention(swap(q), swap(k), swap(v), key_mask=key_mask,
+                                causal=causal))
   raise ValueError(f'attention impl={impl!r} is not valid; choose one of '
                    f'{list(ATTENTION_IMPLS)}')
 

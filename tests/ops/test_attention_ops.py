@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from seqjax.ops import attention as attn
 
@@ -152,3 +153,30 @@ def test_causal_masked_sdpa_equals_prefix_attention():
   for i in range(TK):
     ref, _ = np_sdpa(q[:, :, i:i + 1], k[:, :, :i + 1], v[:, :, :i + 1])
     np.testing.assert_allclose(np.asarray(out)[:, :, i:i + 1], ref, atol=1e-5)
+
+
+def test_auto_attention_rule_per_platform_dtype_and_shape():
+  from seqjax.ops.attention import auto_attention
+  rule = lambda platform, dtype='bfloat16', head_dim=64, needs_weights=False: \
+      auto_attention(platform, 128, dtype=jnp.dtype(dtype), head_dim=head_dim,
+                     needs_weights=needs_weights)
+  assert rule('gpu') == rule('gpu', 'float16', 128) == 'cudnn'
+  assert rule('gpu', 'float32') == 'exact'           # cuDNN's fused kernel is 16-bit
+  assert rule('gpu', head_dim=12) == rule('gpu', head_dim=256) == 'exact'
+  assert rule('gpu', needs_weights=True) == 'exact'  # weights / weight dropout asked for
+  assert rule('cpu') == rule('tpu') == 'exact'
+
+
+@pytest.mark.parametrize('causal', [True, False])
+def test_fused_attention_call_matches_exact(causal):
+  """The cuDNN call's plumbing (layout, right-padding lengths, causality), run with
+  ``implementation='xla'`` since no GPU is here, equals the exact path."""
+  from seqjax.ops.attention import attend, fused_attention
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 3, 7, 8)), jnp.float32) for _ in range(3))
+  key_mask = jnp.asarray(np.arange(7)[None] < np.array([[7], [4]]))
+  want = attend(q, k, v, key_mask=key_mask, causal=causal, impl='exact')
+  swap = lambda a: jnp.swapaxes(a, 1, 2)
+  got = swap(fused_attention(swap(q), swap(k), swap(v), key_mask=key_mask, causal=causal,
+                             implementation='xla'))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
