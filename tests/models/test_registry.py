@@ -50,7 +50,7 @@ def test_impossible_configs_fail_naming_the_field(kwargs, culprit):
 
 def test_field_roles_are_the_only_source_of_the_field_sets():
   assert set(NON_SHAPE_FIELDS) == set(field_names(Role.IMPLEMENTATION)) == {
-      'dropout', 'dtype', 'impl', 'attention_chunk', 'mlstm_chunk'}
+      'dropout', 'dtype', 'impl', 'attention_chunk', 'mlstm_chunk', 'mamba2_chunk'}
   assert set(TASK_FIXED) == set(field_names(Role.TASK))
   assert set(model_defaults()) == set(field_names()) - set(TASK_FIXED)
   every = set(field_names())
