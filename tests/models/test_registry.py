@@ -127,7 +127,7 @@ def test_every_family_builds_for_every_compatible_head():
 
 def test_match_d_model_brings_families_to_the_same_size():
   target = 60_000
-  for name in ('lstm', 'transformer', 'mamba', 's4d'):
+  for name in ('lstm', 'transformer', 'mamba', 's4d', 'xlstm', 'griffin'):
     cfg = match_d_model(ModelConfig(model=name, head='lm', vocab_size=32, num_layers=2),
                         target)
     count = param_count(cfg)
