@@ -61,7 +61,8 @@ class MultiHeadAttention(nn.Module):
     rope_base: RoPE base (10000 in RoFormer).
     attention_chunk: block size of the chunked implementation.
     attention_window: ``W > 0``: sliding-window attention over the last ``W`` positions
-      (module doc); 0 attends globally.
+      (module doc), computed by blocks whatever the ``attention`` site says (it is
+      already ``O(T W)``); 0 attends globally.
     num_kv_heads: key/value heads (0 = ``num_heads``); divides ``num_heads``.
     impl: implementation switch (``seqjax.ops.switch``), site ``attention``:
       ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks) or
