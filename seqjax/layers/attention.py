@@ -62,7 +62,8 @@ class MultiHeadAttention(nn.Module):
     attention_chunk: block size of the chunked implementation.
     attention_window: ``W > 0``: sliding-window attention over the last ``W`` positions
       (module doc), computed by blocks whatever the ``attention`` site says (it is
-      already ``O(T W)``); 0 attends globally.
+      already ``O(T W)``) when ``W < time``, else by the global path (the window then
+      hides nothing); 0 attends globally.
     num_kv_heads: key/value heads (0 = ``num_heads``); divides ``num_heads``.
     impl: implementation switch (``seqjax.ops.switch``), site ``attention``:
       ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks) or
@@ -179,7 +180,9 @@ class MultiHeadAttention(nn.Module):
     k, v = self._share_kv(k), self._share_kv(v)
     # Heads move forward only here: RoPE and the cache work on [batch, time, heads, d_k].
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
-    if self.attention_window:
+    # A window as long as the sequence hides nothing: the global path (either choice of
+    # the attention site) is then the same function, and cheaper than blocks of 2 W keys.
+    if self.attention_window and self.attention_window < time:
       if return_weights or (self.dropout > 0 and not deterministic):
         raise ValueError(f'attention_window={self.attention_window} computes attention by '
                          'blocks: no return_weights, no attention-weight dropout')
