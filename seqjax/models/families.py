@@ -165,7 +165,6 @@ _hawk = _both_ways(lambda cfg: Hawk(
 _mlstm = _both_ways(lambda cfg: MLSTM(
     cfg.d_model, num_heads=cfg.num_heads, mlstm_chunk=cfg.mlstm_chunk, impl=cfg.impl,
     dtype=cfg.compute_dtype))
-
 _slstm = _both_ways(lambda cfg: SLSTM(cfg.d_model, num_heads=cfg.num_heads, impl=cfg.impl,
                                       dtype=cfg.compute_dtype))
 
@@ -177,6 +176,8 @@ def _xlstm(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
   group = cfg.xlstm_mlstm_per_slstm + 1
   slstm = layer % group == min(1, group - 1)
   return (_slstm if slstm else _mlstm)(cfg, causal, layer)
+
+
 _mamba2 = _both_ways(lambda cfg: Mamba2(
     cfg.d_model, num_heads=cfg.num_heads, mamba2_d_state=cfg.mamba2_d_state,
     mamba2_chunk=cfg.mamba2_chunk, impl=cfg.impl, dtype=cfg.compute_dtype))
@@ -188,7 +189,8 @@ def _griffin(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
   """Griffin (De et al. 2024, sec. 2): recurrent and local-attention blocks at 2:1. The
   paper orders each group of three as (recurrent, recurrent, attention); here the
   attention block is the middle one, so that a 2-layer model has one. Local attention is
-  multi-query (one key/value head) with RoPE and no biases, as in the paper."""
+  multi-query (one key/value head) with RoPE and no biases, as in the paper (rotating
+  every feature of a head; the authors' release rotates half of them)."""
   if layer % 3 != 1:
     return _hawk(cfg, causal, layer)
   return MultiHeadAttention(cfg.d_model, cfg.num_heads, causal=causal, rope=True,
