@@ -28,7 +28,8 @@ from experiments import cli
 from scripts.benchmarks import common
 
 # name -> module under scripts.benchmarks, in report order.
-BENCHMARKS = ('lstm', 'attention', 'scan', 'mamba_vs_transformer', 'decode', 'compile_time')
+BENCHMARKS = ('lstm', 'attention', 'scan', 'mamba_vs_transformer', 'recurrent', 'decode',
+              'compile_time')
 
 _QUICK = flags.DEFINE_bool('quick', False, 'Shorter lengths and fewer repeats (~2 minutes).')
 _ONLY = flags.DEFINE_list('only', [], f'Subset of {",".join(BENCHMARKS)}.')

@@ -7,8 +7,10 @@ model's ``step`` (the path ``seqjax.models.generate`` uses), starting from a sta
 set to ``context``. The cost of a step does not depend on the state's values, so this
 avoids prefilling thousands of tokens one by one just to set up the timing.
 
-* LSTM / GRU / S4D / Mamba carry a fixed-size state: one compiled program serves every
-  context, and the per-token latency should be flat (target: max/min ratio <= 1.1).
+* LSTM / GRU / S4D / Mamba and the recurrent revival (minGRU, minLSTM, Hawk, mLSTM,
+  sLSTM, xLSTM, Mamba-2; Griffin, whose local attention keeps a ring buffer of its 1024-token
+  window) carry a fixed-size state: one compiled program serves every context, and the
+  per-token latency should be flat (target: max/min ratio <= 1.1).
 * The Transformer's KV cache holds ``max_len = context + NEW`` slots and each step reads
   the whole cache (masked past ``index``), so per-token cost should grow linearly with the
   context (target: log-log slope well below 2; a linear fit is reported too).
@@ -31,7 +33,8 @@ from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
 from seqjax.utils.timing import compile_with_stats
 
-FAMILIES = ('lstm', 'gru', 'transformer', 's4d', 'mamba')
+FAMILIES = ('lstm', 'gru', 'transformer', 's4d', 'mamba', 'min_gru', 'min_lstm', 'hawk',
+            'griffin', 'mlstm', 'slstm', 'xlstm', 'mamba2')
 NEW = 64
 
 

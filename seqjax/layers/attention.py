@@ -13,6 +13,16 @@ Streaming (causal only) keeps a fixed-size KV cache ``[batch, max_len, heads, d_
 the next write position; each step writes one key/value and attends over cache slots
 ``<= index``. Optional rotary embeddings (Su et al. 2021) rotate queries and keys by their
 absolute position before the dot product.
+
+Two options serve Griffin's local multi-query attention (De et al. 2024, sec. 2.3) and any
+Transformer: ``attention_window = W > 0`` lets query ``i`` see only keys ``i - W < j``
+(sliding-window attention, computed block by block in ``seqjax.ops.local_attention`` in
+``O(T W)`` memory), and its KV cache becomes a ring buffer of ``W`` slots (slot
+``index mod W``), so decoding runs in constant memory for any stream length; keys are
+rotated by their absolute position before they are stored, so the slots' order does not
+matter. ``num_kv_heads`` < ``num_heads`` shares each key/value head among
+``num_heads / num_kv_heads`` query heads (multi-query attention, Shazeer 2019, at 1;
+grouped-query in between).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from seqjax.layers.base import State, not_streamable
 from seqjax.ops.attention import (ATTENTION, apply_attention_weights, attention_weights,
                                   auto_attention, fused_attention, make_attention_mask)
 from seqjax.ops.chunked_attention import chunked_attention
+from seqjax.ops.local_attention import local_attention
 from seqjax.ops.positions import apply_rope
 from seqjax.ops.switch import AUTO, Switch
 
@@ -49,6 +60,11 @@ class MultiHeadAttention(nn.Module):
     use_bias: biases in the four projections.
     rope_base: RoPE base (10000 in RoFormer).
     attention_chunk: block size of the chunked implementation.
+    attention_window: ``W > 0``: sliding-window attention over the last ``W`` positions
+      (module doc), computed by blocks whatever the ``attention`` site says (it is
+      already ``O(T W)``) when ``W < time``, else by the global path (the window then
+      hides nothing); 0 attends globally.
+    num_kv_heads: key/value heads (0 = ``num_heads``); divides ``num_heads``.
     impl: implementation switch (``seqjax.ops.switch``), site ``attention``:
       ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks on CPU
       and TPU), ``chunked`` (online softmax over blocks, O(time) memory, same numbers) or
@@ -60,7 +76,8 @@ class MultiHeadAttention(nn.Module):
     dtype: computation dtype; the softmax always runs in float32.
 
   Params: ``w_q``, ``w_k``, ``w_v``, ``w_o``, each a Dense with ``kernel``
-  ``[d_model, d_model]`` (input-major) and ``bias`` ``[d_model]``.
+  ``[d_model, d_model]`` (input-major) and ``bias`` ``[d_model]``; with ``num_kv_heads``
+  the ``w_k`` and ``w_v`` outputs are ``num_kv_heads * d_k`` wide.
   """
 
   d_model: int
@@ -72,6 +89,8 @@ class MultiHeadAttention(nn.Module):
   use_bias: bool = True
   rope_base: float = 10000.0
   attention_chunk: int = 512
+  attention_window: int = 0
+  num_kv_heads: int = 0
   impl: str = AUTO
   dtype: Any = jnp.float32
 
@@ -87,14 +106,20 @@ class MultiHeadAttention(nn.Module):
                        f'num_heads = {self.head_dim}')
     if self.attention_chunk <= 0:
       raise ValueError(f'attention_chunk={self.attention_chunk} must be positive')
+    if self.attention_window < 0:
+      raise ValueError(f'attention_window={self.attention_window} must be >= 0 (0: global)')
+    if self.num_kv_heads < 0 or self.num_heads % (self.num_kv_heads or self.num_heads):
+      raise ValueError(f'num_kv_heads={self.num_kv_heads} must divide num_heads='
+                       f'{self.num_heads}')
     ATTENTION.choice(self.impl)
 
   def setup(self):
     self.check()
-    dense = lambda name: nn.Dense(self.d_model, use_bias=self.use_bias,
-                                  dtype=self.dtype, name=name)
-    self.w_q, self.w_k, self.w_v, self.w_o = (dense(n) for n in
-                                              ('w_q', 'w_k', 'w_v', 'w_o'))
+    dense = lambda name, width: nn.Dense(width, use_bias=self.use_bias, dtype=self.dtype,
+                                         name=name)
+    kv = self.kv_heads * self.head_dim
+    self.w_q, self.w_k, self.w_v, self.w_o = (dense(n, w) for n, w in (
+        ('w_q', self.d_model), ('w_k', kv), ('w_v', kv), ('w_o', self.d_model)))
     self.attn_drop = nn.Dropout(self.dropout)
 
   @property
@@ -105,9 +130,19 @@ class MultiHeadAttention(nn.Module):
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
 
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  def _share_kv(self, a: Array) -> Array:
+    """``[batch, time, kv_heads, d_k]`` -> ``[batch, time, heads, d_k]`` (query heads
+    ``h`` read key/value head ``h // (heads / kv_heads)``)."""
+    return jnp.repeat(a, self.num_heads // self.kv_heads, axis=2)
+
   def _project(self, x: Array, positions: Array) -> tuple[Array, Array, Array]:
-    """``x`` ``[batch, time, d_model]`` -> q, k, v each ``[batch, time, heads, d_k]``."""
-    split = lambda y: y.reshape(*y.shape[:-1], self.num_heads, self.head_dim)
+    """``x`` ``[batch, time, d_model]`` -> q ``[batch, time, heads, d_k]``, k, v
+    ``[batch, time, kv_heads, d_k]``."""
+    split = lambda y: y.reshape(*y.shape[:-1], -1, self.head_dim)
     q, k, v = split(self.w_q(x)), split(self.w_k(x)), split(self.w_v(x))
     if self.rope:
       q = apply_rope(q, positions, self.rope_base)
@@ -155,11 +190,22 @@ class MultiHeadAttention(nn.Module):
                        'path never materialises the weights (set dropout=0)')
     x = x.astype(self.dtype)
     q, k, v = self._project(x, jnp.arange(time, dtype=jnp.int32))
-    if choice == 'cudnn':  # takes [batch, time, heads, d_k] as it is
+    k, v = self._share_kv(k), self._share_kv(v)
+    windowed = bool(self.attention_window) and self.attention_window < time
+    if choice == 'cudnn' and not windowed:  # takes [batch, time, heads, d_k] as it is
       out = fused_attention(q, k, v, key_mask=mask, causal=self.causal)
       return self._merge(jnp.swapaxes(out, 1, 2).astype(self.dtype))
     # Heads move forward only here: RoPE and the cache work on [batch, time, heads, d_k].
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
+    # A window as long as the sequence hides nothing: the global path (either choice of
+    # the attention site) is then the same function, and cheaper than blocks of 2 W keys.
+    if windowed:
+      if return_weights or (self.dropout > 0 and not deterministic):
+        raise ValueError(f'attention_window={self.attention_window} computes attention by '
+                         'blocks: no return_weights, no attention-weight dropout')
+      out = local_attention(q, k, v, window=self.attention_window, key_mask=mask,
+                            causal=self.causal)
+      return self._merge(out)
     if chunked:
       out = chunked_attention(q, k, v, key_mask=mask, causal=self.causal,
                               block_q=self.attention_chunk, block_k=self.attention_chunk)
@@ -172,13 +218,15 @@ class MultiHeadAttention(nn.Module):
     return (y, weights) if return_weights else y
 
   def init_state(self, batch_size: int) -> State:
-    """Empty KV cache: ``key``/``value`` ``[batch, max_len, heads, d_k]``, ``index`` 0."""
+    """Empty KV cache: ``key``/``value`` ``[batch, slots, kv_heads, d_k]`` with ``slots =
+    attention_window`` (a ring buffer) or ``max_len``; ``index`` 0."""
     if not self.causal:
       raise not_streamable('MultiHeadAttention(causal=False)')
-    if self.max_len is None:
+    if self.max_len is None and not self.attention_window:
       raise ValueError('MultiHeadAttention streaming needs max_len (the KV-cache length); '
                        'got max_len=None')
-    shape = (batch_size, self.max_len, self.num_heads, self.head_dim)
+    shape = (batch_size, self.attention_window or self.max_len, self.kv_heads,
+             self.head_dim)
     return {'key': jnp.zeros(shape, self.dtype), 'value': jnp.zeros(shape, self.dtype),
             'index': jnp.zeros((), jnp.int32)}
 
@@ -188,19 +236,23 @@ class MultiHeadAttention(nn.Module):
     Writes this token's key/value into the cache, attends over slots ``0..index`` and
     returns ``(state with index + 1, y_t [batch, d_model])``. Past ``max_len`` tokens the
     write clamps to the last slot (a traced index cannot raise), so callers must keep
-    sequences within ``max_len``.
+    sequences within ``max_len``. With ``attention_window`` the write goes to slot
+    ``index mod W``, over the key that just left the window, and any length streams.
     """
     if not self.causal:
       raise not_streamable('MultiHeadAttention(causal=False)')
     index = state['index']
     q, k, v = self._project(x_t.astype(self.dtype)[:, None], index[None])
-    start = (0, index, 0, 0)
+    slot = index % self.attention_window if self.attention_window else index
+    start = (0, slot, 0, 0)
     key = jax.lax.dynamic_update_slice(state['key'], k.astype(state['key'].dtype), start)
     value = jax.lax.dynamic_update_slice(state['value'], v.astype(state['value'].dtype),
                                          start)
+    # Ring or not, the filled slots are 0..min(index, slots - 1), all within the window.
     attn_mask = make_attention_mask(None, causal=True, t_q=1, t_k=key.shape[1],
                                     offset=index)
-    q, k_all, v_all = (jnp.swapaxes(a, 1, 2) for a in (q, key, value))
+    q, k_all, v_all = (jnp.swapaxes(a, 1, 2) for a in (q, self._share_kv(key),
+                                                        self._share_kv(value)))
     weights = attention_weights(q, k_all, attn_mask)
     y = self._merge(apply_attention_weights(weights, v_all))[:, 0]
     return {'key': key, 'value': value, 'index': index + 1}, y
@@ -212,7 +264,8 @@ def mha_params_from_torch(weights: Mapping[str, Any], *, use_bias: bool = True) 
   Args:
     weights: ``in_proj_weight`` ``[3D, D]`` (q, k, v stacked, PyTorch ``[out, in]``),
       ``in_proj_bias`` ``[3D]``, ``out_proj.weight`` ``[D, D]``, ``out_proj.bias``
-      ``[D]``; the biases are not read when ``use_bias=False``.
+      ``[D]``; with ``use_bias=False`` the biases must be absent. Any other key
+      (``bias_k``, ``bias_v``, ``q_proj_weight`` ...) is refused: it has no counterpart.
     use_bias: whether the target module has biases.
 
   Returns:
@@ -228,6 +281,15 @@ def mha_params_from_torch(weights: Mapping[str, Any], *, use_bias: bool = True) 
       raise ValueError(f'torch weight {name!r} has shape {arr.shape}, expected {shape}')
     return arr
 
+  known = {'in_proj_weight', 'out_proj.weight'} | (
+      {'in_proj_bias', 'out_proj.bias'} if use_bias else set())
+  unknown = sorted(set(weights) - known)
+  if unknown:
+    # bias_k / bias_v (add_bias_kv=True) or separate q/k/v weights (kdim/vdim) change the
+    # function; dropping them silently would load a different model.
+    raise ValueError(f'torch MultiheadAttention weights {unknown} have no counterpart in '
+                     'MultiHeadAttention (supported: add_bias_kv=False, kdim = vdim = '
+                     f'embed_dim, bias={use_bias}); remove them or convert by hand')
   w_in = get('in_proj_weight')
   if w_in.ndim != 2 or w_in.shape[0] != 3 * w_in.shape[1]:
     raise ValueError(f"torch weight 'in_proj_weight' has shape {w_in.shape}, expected "

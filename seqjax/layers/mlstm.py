@@ -26,17 +26,19 @@ authors scale it by the depth of the whole model, which a mixer does not know).
 Params: ``proj_up/kernel`` ``[d_model, 2E]`` (x_m then z), ``conv1d/w`` ``[4, E]``,
 ``conv1d/b`` ``[E]``, ``q_proj/w``, ``k_proj/w``, ``v_proj/w`` ``[E/4, 4, 4]``,
 ``igate``, ``fgate`` (``kernel`` ``[3E, heads]``, ``bias`` ``[heads]``), ``outnorm/weight``
-``[E]``, ``learnable_skip`` ``[E]``, ``proj_down/kernel`` ``[E, d_model]``.
+``[E]``, ``learnable_skip`` ``[E]``, ``proj_down/kernel`` ``[E, d_model]``: the authors'
+PyTorch ``mLSTMLayer`` one to one (:func:`mlstm_params_from_torch`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
@@ -167,3 +169,58 @@ class MLSTM(nn.Module):
     q, k, v, i_pre, f_pre, u = self._cell_inputs(x_m, conv_out)
     cell_state, h = cell.step(state['cell'], q, k, v, i_pre, f_pre)
     return {'conv': conv_state, 'cell': cell_state}, self._output(h, u, z)
+
+
+def mlstm_params_from_torch(weights: Mapping[str, Any]) -> dict:
+  """NX-AI xlstm's PyTorch ``mLSTMLayer`` state dict (``bias=False``, the default) ->
+  :class:`MLSTM` params.
+
+  The mapping (same names): ``proj_up.weight`` ``[2E, d]`` and ``proj_down.weight``
+  ``[d, E]`` transposed; ``{q,k,v}_proj.weight`` ``[E/4, out 4, in 4]`` to ``w``
+  ``[E/4, in, out]``; ``conv1d.conv.weight`` ``[E, 1, 4]`` to ``conv1d/w`` ``[4, E]`` (tap
+  3 on the current token in both), ``conv1d.conv.bias``; ``mlstm_cell.{i,f}gate.weight``
+  ``[heads, 3E]`` transposed, and biases; ``mlstm_cell.outnorm.weight`` ``w`` to the scale
+  ``1 + w`` (their norm's residual weight); ``learnable_skip``. Keys may carry a common
+  prefix. Unknown or missing keys and wrong shapes raise ``ValueError`` naming the key.
+  Build the module with ``d_model = d`` and ``num_heads`` = the gates' output size.
+  """
+  names = ('proj_up.weight', 'q_proj.weight', 'k_proj.weight', 'v_proj.weight',
+           'conv1d.conv.weight', 'conv1d.conv.bias', 'mlstm_cell.igate.weight',
+           'mlstm_cell.igate.bias', 'mlstm_cell.fgate.weight', 'mlstm_cell.fgate.bias',
+           'mlstm_cell.outnorm.weight', 'learnable_skip', 'proj_down.weight')
+  prefix = next((k[:-len('proj_up.weight')] for k in weights
+                 if k.endswith('proj_up.weight')), '')
+  unknown = sorted(k for k in weights
+                   if not k.startswith(prefix) or k[len(prefix):] not in names)
+  if unknown:
+    raise ValueError(f'torch mLSTMLayer weights {unknown} have no counterpart in MLSTM '
+                     '(supported: bias=False)')
+  w = {}
+  for name in names:
+    if prefix + name not in weights:
+      raise ValueError(f'torch mLSTMLayer weights are missing {prefix + name!r}')
+    w[name] = np.asarray(weights[prefix + name], np.float32)
+  e2, d = w['proj_up.weight'].shape
+  e, heads = e2 // 2, w['mlstm_cell.igate.weight'].shape[0]
+  width = w['conv1d.conv.weight'].shape[-1]
+  shapes = {'proj_down.weight': (d, e), 'conv1d.conv.weight': (e, 1, width),
+            'conv1d.conv.bias': (e,), 'mlstm_cell.igate.weight': (heads, 3 * e),
+            'mlstm_cell.fgate.weight': (heads, 3 * e), 'mlstm_cell.igate.bias': (heads,),
+            'mlstm_cell.fgate.bias': (heads,), 'mlstm_cell.outnorm.weight': (e,),
+            'learnable_skip': (e,),
+            **{f'{n}_proj.weight': (e // QKV_BLOCK, QKV_BLOCK, QKV_BLOCK) for n in 'qkv'}}
+  for name, shape in shapes.items():
+    if w[name].shape != shape:
+      raise ValueError(f'torch weight {prefix + name!r} has shape {w[name].shape}, '
+                       f'expected {shape}')
+  gate = lambda g: {'kernel': w[f'mlstm_cell.{g}.weight'].T.copy(),
+                    'bias': w[f'mlstm_cell.{g}.bias']}
+  return {'proj_up': {'kernel': w['proj_up.weight'].T.copy()},
+          'conv1d': {'w': w['conv1d.conv.weight'][:, 0].T.copy(),
+                     'b': w['conv1d.conv.bias']},
+          **{f'{n}_proj': {'w': np.swapaxes(w[f'{n}_proj.weight'], 1, 2).copy()}
+             for n in 'qkv'},
+          'igate': gate('igate'), 'fgate': gate('fgate'),
+          'outnorm': {'weight': 1.0 + w['mlstm_cell.outnorm.weight']},
+          'learnable_skip': w['learnable_skip'],
+          'proj_down': {'kernel': w['proj_down.weight'].T.copy()}}

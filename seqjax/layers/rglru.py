@@ -25,17 +25,20 @@ ring initialisation). The recurrence is
 Params (the release's names): ``linear_y``, ``linear_x`` (``[d_model, E]`` + bias),
 ``conv_1d/w`` ``[4, E]``, ``conv_1d/b`` ``[E]``, ``rg_lru/input_gate/w``,
 ``rg_lru/a_gate/w`` ``[heads, E/heads, E/heads]`` with ``b`` ``[heads, E/heads]``,
-``rg_lru/a_param`` ``[E]``, ``linear_out`` ``[E, d_model]`` + bias.
+``rg_lru/a_param`` ``[E]``, ``linear_out`` ``[E, d_model]`` + bias: the layout of
+recurrentgemma's ``RecurrentBlock`` (JAX, and PyTorch with its ``[out, in]`` Linear weights
+transposed: :func:`hawk_params_from_torch`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
@@ -186,3 +189,54 @@ class Hawk(nn.Module):
     h = self.rg_lru.step(state['h'], u, state['started'] == 0)
     out = self.linear_out(h.astype(self.dtype) * y)
     return {'conv': conv, 'h': h, 'started': jnp.ones((), jnp.int32)}, out
+
+
+def hawk_params_from_torch(weights: Mapping[str, Any]) -> dict:
+  """recurrentgemma's PyTorch ``RecurrentBlock`` state dict -> :class:`Hawk` params.
+
+  The layouts map one to one (same names): ``linear_y``, ``linear_x``, ``linear_out``
+  (``nn.Linear``: ``weight`` ``[out, in]``, transposed here to ``kernel`` ``[in, out]``,
+  and ``bias``), ``conv_1d.w`` ``[4, E]``, ``conv_1d.b``, ``rg_lru.a_param`` ``[E]``,
+  ``rg_lru.{input_gate,a_gate}.{w,b}`` ``[heads, E/heads, E/heads]``, ``[heads, E/heads]``.
+  Keys may carry a common prefix (e.g. ``blocks.0.temporal_block.``). Any key outside this
+  list, a missing key or a shape that does not fit raises ``ValueError`` naming it.
+
+  Returns the value of the module's ``'params'`` collection (float32 NumPy arrays); build
+  the module with ``d_model``, ``rglru_width`` and ``num_heads`` read off the shapes.
+  """
+  names = ('linear_y.weight', 'linear_y.bias', 'linear_x.weight', 'linear_x.bias',
+           'linear_out.weight', 'linear_out.bias', 'conv_1d.w', 'conv_1d.b',
+           'rg_lru.a_param', 'rg_lru.input_gate.w', 'rg_lru.input_gate.b',
+           'rg_lru.a_gate.w', 'rg_lru.a_gate.b')
+  prefix = next((k[:-len('linear_y.weight')] for k in weights
+                 if k.endswith('linear_y.weight')), '')
+  unknown = sorted(k for k in weights if k[len(prefix):] not in names or
+                   not k.startswith(prefix))
+  if unknown:
+    raise ValueError(f'torch RecurrentBlock weights {unknown} have no counterpart in Hawk')
+  w = {}
+  for name in names:
+    if prefix + name not in weights:
+      raise ValueError(f'torch RecurrentBlock weights are missing {prefix + name!r}')
+    w[name] = np.asarray(weights[prefix + name], np.float32)
+  e, d = w['linear_x.weight'].shape
+  heads = w['rg_lru.a_gate.w'].shape[0]
+  shapes = {'linear_y.weight': (e, d), 'linear_y.bias': (e,), 'linear_x.bias': (e,),
+            'linear_out.weight': (d, e), 'linear_out.bias': (d,), 'conv_1d.b': (e,),
+            'rg_lru.a_param': (e,), 'rg_lru.input_gate.w': (heads, e // heads, e // heads),
+            'rg_lru.a_gate.w': (heads, e // heads, e // heads),
+            'rg_lru.input_gate.b': (heads, e // heads), 'rg_lru.a_gate.b': (heads, e // heads)}
+  for name, shape in shapes.items():
+    if w[name].shape != shape:
+      raise ValueError(f'torch weight {prefix + name!r} has shape {w[name].shape}, '
+                       f'expected {shape}')
+  if w['conv_1d.w'].ndim != 2 or w['conv_1d.w'].shape[1] != e:
+    raise ValueError(f"torch weight {prefix + 'conv_1d.w'!r} has shape "
+                     f"{w['conv_1d.w'].shape}, expected [temporal_width, {e}]")
+  dense = lambda n: {'kernel': w[f'{n}.weight'].T.copy(), 'bias': w[f'{n}.bias']}
+  gate = lambda n: {'w': w[f'rg_lru.{n}.w'], 'b': w[f'rg_lru.{n}.b']}
+  return {'linear_y': dense('linear_y'), 'linear_x': dense('linear_x'),
+          'linear_out': dense('linear_out'),
+          'conv_1d': {'w': w['conv_1d.w'], 'b': w['conv_1d.b']},
+          'rg_lru': {'a_param': w['rg_lru.a_param'], 'input_gate': gate('input_gate'),
+                     'a_gate': gate('a_gate')}}

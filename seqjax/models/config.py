@@ -94,6 +94,10 @@ class ModelConfig:
       ways with ``causal=False``), whether a classifier is causal (a language model
       always is).
     attention_chunk: block size of chunked attention (``impl='attention:chunked'``).
+    attention_window: ``W > 0`` makes attention local: each position sees the last ``W``
+      positions (sliding window), and the streaming KV cache is a ring buffer of ``W``
+      slots (constant-memory decoding). 0 is global attention; griffin's local attention
+      uses the paper's 1024 when 0.
     impl: the implementation switch, ``site:choice`` pairs such as
       ``'attention:chunked,scan:associative'``; unnamed sites (and ``'auto'``) pick by
       platform. Sites and choices: ``seqjax.ops.switch``, or ``python -m experiments.demo
@@ -105,6 +109,8 @@ class ModelConfig:
       backbone; the head sees ``[u, v, u * v, u - v]``. Fixed by the task.
     rglru_width: the RG-LRU's width in Hawk/Griffin recurrent blocks (0 = ``d_model``;
       the paper uses about ``4/3 d_model``).
+    mamba2_d_state, mamba2_chunk: Mamba-2's state size ``N`` and the steps per chunk of its
+      chunked SSD (the result does not depend on the chunk); its heads are ``num_heads``.
     mlstm_chunk: steps per chunk of the mLSTM's chunkwise form (``impl='mlstm:chunkwise'``,
       the default); the result does not depend on it.
     xlstm_mlstm_per_slstm: the xLSTM[a:1] ratio ``a`` of mLSTM to sLSTM blocks (7 as in
@@ -127,17 +133,21 @@ class ModelConfig:
   norm: str = _field('layernorm', choices=NORMS)
   max_len: int = _field(512, minimum=1)
   tie_embeddings: bool = _field(False)
-  # Attention; also the heads of the RG-LRU gates (hawk, griffin) and of xLSTM's cells.
+  # Attention; also the heads of the RG-LRU gates (hawk, griffin), of xLSTM's cells and
+  # of Mamba-2's SSD.
   num_heads: int = _field(4, minimum=1, family='transformer')
   positions: str = _field('sinusoidal', choices=POSITION_KINDS)
   causal: bool = _field(True)
   attention_chunk: int = _field(512, Role.IMPLEMENTATION, minimum=1, family='transformer')
+  attention_window: int = _field(0, minimum=0, family='transformer')
   # State-space models.
   s4d_state_size: int = _field(64, minimum=1, family='s4d')
   s4d_init: str = _field('lin', choices=S4D_INITS, family='s4d')
   mamba_d_state: int = _field(16, minimum=1, family='mamba')
   mamba_d_conv: int = _field(4, minimum=1, family='mamba')
   mamba_expand: int = _field(2, minimum=1, family='mamba')
+  mamba2_d_state: int = _field(64, minimum=1, family='mamba2')
+  mamba2_chunk: int = _field(64, Role.IMPLEMENTATION, minimum=1, family='mamba2')
   # The RG-LRU (hawk, griffin): RNN width, 0 = d_model.
   rglru_width: int = _field(0, minimum=0, family='hawk')
   # xLSTM (mlstm, slstm, xlstm).

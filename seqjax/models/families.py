@@ -28,6 +28,7 @@ from seqjax.layers.bidirectional import Bidirectional
 from seqjax.layers.gru import GRU
 from seqjax.layers.lstm import LSTM
 from seqjax.layers.mamba import Mamba
+from seqjax.layers.mamba2 import Mamba2
 from seqjax.layers.min_rnn import MinGRU, MinLSTM
 from seqjax.layers.mlstm import MLSTM
 from seqjax.layers.slstm import SLSTM
@@ -131,7 +132,8 @@ def _attention(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
   return MultiHeadAttention(cfg.d_model, cfg.num_heads, causal=causal,
                             rope=cfg.positions == 'rope', max_len=cfg.max_len,
                             dropout=cfg.dropout, attention_chunk=cfg.attention_chunk,
-                            impl=cfg.impl, dtype=cfg.compute_dtype)
+                            attention_window=cfg.attention_window, impl=cfg.impl,
+                            dtype=cfg.compute_dtype)
 
 
 def _both_ways(make: Callable[[ModelConfig], nn.Module]):
@@ -163,7 +165,6 @@ _hawk = _both_ways(lambda cfg: Hawk(
 _mlstm = _both_ways(lambda cfg: MLSTM(
     cfg.d_model, num_heads=cfg.num_heads, mlstm_chunk=cfg.mlstm_chunk, impl=cfg.impl,
     dtype=cfg.compute_dtype))
-
 _slstm = _both_ways(lambda cfg: SLSTM(cfg.d_model, num_heads=cfg.num_heads, impl=cfg.impl,
                                       dtype=cfg.compute_dtype))
 
@@ -175,6 +176,28 @@ def _xlstm(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
   group = cfg.xlstm_mlstm_per_slstm + 1
   slstm = layer % group == min(1, group - 1)
   return (_slstm if slstm else _mlstm)(cfg, causal, layer)
+
+
+_mamba2 = _both_ways(lambda cfg: Mamba2(
+    cfg.d_model, num_heads=cfg.num_heads, mamba2_d_state=cfg.mamba2_d_state,
+    mamba2_chunk=cfg.mamba2_chunk, impl=cfg.impl, dtype=cfg.compute_dtype))
+
+GRIFFIN_WINDOW = 1024  # De et al. 2024, sec. 3: local attention over 1024 tokens
+
+
+def _griffin(cfg: ModelConfig, causal: bool, layer: int = 0) -> nn.Module:
+  """Griffin (De et al. 2024, sec. 2): recurrent and local-attention blocks at 2:1. The
+  paper orders each group of three as (recurrent, recurrent, attention); here the
+  attention block is the middle one, so that a 2-layer model has one. Local attention is
+  multi-query (one key/value head) with RoPE and no biases, as in the paper (rotating
+  every feature of a head; the authors' release rotates half of them)."""
+  if layer % 3 != 1:
+    return _hawk(cfg, causal, layer)
+  return MultiHeadAttention(cfg.d_model, cfg.num_heads, causal=causal, rope=True,
+                            max_len=cfg.max_len, use_bias=False, num_kv_heads=1,
+                            attention_window=cfg.attention_window or GRIFFIN_WINDOW,
+                            dropout=cfg.dropout, attention_chunk=cfg.attention_chunk,
+                            impl=cfg.impl, dtype=cfg.compute_dtype)
 
 
 def _heads_step(cfg: ModelConfig) -> int:
@@ -202,10 +225,15 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family('min_lstm', MinLSTM, _min_lstm, causal=(True, False)),
     Family('hawk', Hawk, _hawk, causal=(True, False),
            width_step=lambda cfg: 8 if cfg.rglru_width else _heads_step(cfg)),
+    # Its local attention is MultiHeadAttention with attention_window, num_kv_heads=1.
+    Family('griffin', Hawk, _griffin, causal=(True, False),
+           width_step=lambda cfg: math.lcm(8, 2 * cfg.num_heads)),
     # xLSTM (Beck et al. 2024): the inner width 2 * d_model is split into heads.
     Family('mlstm', MLSTM, _mlstm, causal=(True, False), width_step=_heads_step),
     Family('slstm', SLSTM, _slstm, causal=(True, False), width_step=_heads_step),
     Family('xlstm', MLSTM, _xlstm, causal=(True, False), width_step=_heads_step),
+    # Dao & Gu 2024: state-space duality, heads of 2 * d_model / num_heads channels.
+    Family('mamba2', Mamba2, _mamba2, causal=(True, False), width_step=_heads_step),
     # Bahdanau et al. 2015: an LSTM encoder and an attentive LSTM decoder
     # (seqjax.models.seq2seq), not a stack of residual mixers.
     Family('lstm_attention', LSTM, None, heads=('seq2seq',)),

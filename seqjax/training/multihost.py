@@ -32,8 +32,10 @@ import time
 from typing import Any, Callable
 
 import jax
+from jax.experimental import multihost_utils
 
 from seqjax.training.errors import EnvironmentFailure, UserError
+from seqjax.training.preemption import PREEMPTION
 
 ENV = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
        'num_processes': 'JAX_NUM_PROCESSES', 'process_id': 'JAX_PROCESS_ID'}
@@ -117,8 +119,6 @@ def initialize(config) -> None:
     ) from None
   _STATE['initialized'] = True
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    from seqjax.training.preemption import PREEMPTION  # pylint: disable=g-import-not-at-top
     PREEMPTION.use_sync(multihost_utils.reached_preemption_sync_point)
 
 

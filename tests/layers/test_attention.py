@@ -124,6 +124,11 @@ def test_converter_layout_and_errors():
     mha_params_from_torch({**w, 'in_proj_weight': w['in_proj_weight'][:-1]})
   with pytest.raises(ValueError, match='out_proj.weight'):
     mha_params_from_torch({**w, 'out_proj.weight': w['out_proj.weight'][:, :-1]})
+  # Keys that change the function (add_bias_kv=True) are refused, not dropped.
+  with pytest.raises(ValueError, match=r"\['bias_k', 'bias_v'\] have no counterpart"):
+    mha_params_from_torch({**w, 'bias_k': np.zeros((1, 1, D)), 'bias_v': np.zeros((1, 1, D))})
+  with pytest.raises(ValueError, match='in_proj_bias'):
+    mha_params_from_torch(w, use_bias=False)
 
 
 def test_rope_streams_through_a_kv_cache_longer_than_the_sequence(stream):

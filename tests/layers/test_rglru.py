@@ -11,8 +11,9 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from seqjax.layers.rglru import Hawk
+from seqjax.layers.rglru import Hawk, hawk_params_from_torch
 
 B, T, D, E, HEADS = 2, 9, 4, 6, 2
 
@@ -26,7 +27,9 @@ def _gelu_tanh(v):
 
 
 def np_hawk(p, x):
-  dense = lambda v, q: v @ q['kernel'] + q['bias']
+  """``p``: the Flax tree, or recurrentgemma's PyTorch state dict nested at its dots
+  (``nn.Linear`` stores ``weight`` ``[out, in]``)."""
+  dense = lambda v, q: v @ (q['kernel'] if 'kernel' in q else q['weight'].T) + q['bias']
   y = _gelu_tanh(dense(x, p['linear_y']))
   u = dense(x, p['linear_x'])
   w, width = p['conv_1d']['w'], p['conv_1d']['w'].shape[0]
@@ -93,3 +96,33 @@ def test_decay_initialisation_is_the_releases_ring():
   a = 1 / (1 + np.exp(np.asarray(params['params']['rg_lru']['a_param'], np.float64)))
   assert np.all(a ** 2 >= 0.9 ** 2 - 1e-6) and np.all(a ** 2 <= 0.999 ** 2 + 1e-6)
   assert a.std() > 0.01   # spread over the ring, not one value
+
+
+def test_recurrentgemma_torch_state_dict_converts_one_to_one():
+  rng = np.random.default_rng(3)
+  shapes = {'linear_y.weight': (E, D), 'linear_y.bias': (E,), 'linear_x.weight': (E, D),
+            'linear_x.bias': (E,), 'linear_out.weight': (D, E), 'linear_out.bias': (D,),
+            'conv_1d.w': (4, E), 'conv_1d.b': (E,), 'rg_lru.a_param': (E,),
+            'rg_lru.input_gate.w': (HEADS, E // HEADS, E // HEADS),
+            'rg_lru.input_gate.b': (HEADS, E // HEADS),
+            'rg_lru.a_gate.w': (HEADS, E // HEADS, E // HEADS),
+            'rg_lru.a_gate.b': (HEADS, E // HEADS)}
+  sd = {f'block.{k}': rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+  nested = {}
+  for key, value in sd.items():
+    node = nested
+    *path, leaf = key.split('.')[1:]
+    for part in path:
+      node = node.setdefault(part, {})
+    node[leaf] = value.astype(np.float64)
+  x = rng.normal(size=(B, T, D)).astype(np.float32)
+  got = Hawk(D, num_heads=HEADS, rglru_width=E).apply(
+      {'params': hawk_params_from_torch(sd)}, x)
+  np.testing.assert_allclose(got, np_hawk(nested, x.astype(np.float64)), rtol=1e-5,
+                             atol=1e-5)
+  with pytest.raises(ValueError, match=r"\['block.rg_lru.c_param'\] have no counterpart"):
+    hawk_params_from_torch({**sd, 'block.rg_lru.c_param': np.zeros(E)})
+  with pytest.raises(ValueError, match='missing'):
+    hawk_params_from_torch({k: v for k, v in sd.items() if 'a_param' not in k})
+  with pytest.raises(ValueError, match='linear_out.weight'):
+    hawk_params_from_torch({**sd, 'block.linear_out.weight': np.zeros((D, E + 1))})

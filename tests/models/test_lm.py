@@ -26,9 +26,13 @@ LM_CONFIGS = {
     'transformer_none': dict(model='transformer', positions='none'),
     's4d': dict(model='s4d', s4d_state_size=8),
     'mamba': dict(model='mamba', mamba_d_state=4),
+    # Sliding windows of 3 over 9 tokens: the ring-buffer caches wrap. Griffin's two
+    # layers are a recurrent block and a local multi-query attention block.
+    'transformer_window': dict(model='transformer', positions='rope', attention_window=3),
+    'griffin': dict(model='griffin', attention_window=3),
 }
 STREAMING = ['lstm', 'stacked_lstm', 'transformer_sinusoidal', 'transformer_learned',
-             'transformer_rope', 'transformer_none']
+             'transformer_rope', 'transformer_none', 'transformer_window', 'griffin']
 
 
 def make_lm(name: str, **overrides):

@@ -50,7 +50,7 @@ def test_impossible_configs_fail_naming_the_field(kwargs, culprit):
 
 def test_field_roles_are_the_only_source_of_the_field_sets():
   assert set(NON_SHAPE_FIELDS) == set(field_names(Role.IMPLEMENTATION)) == {
-      'dropout', 'dtype', 'impl', 'attention_chunk', 'mlstm_chunk'}
+      'dropout', 'dtype', 'impl', 'attention_chunk', 'mlstm_chunk', 'mamba2_chunk'}
   assert set(TASK_FIXED) == set(field_names(Role.TASK))
   assert set(model_defaults()) == set(field_names()) - set(TASK_FIXED)
   every = set(field_names())
@@ -127,7 +127,7 @@ def test_every_family_builds_for_every_compatible_head():
 
 def test_match_d_model_brings_families_to_the_same_size():
   target = 60_000
-  for name in ('lstm', 'transformer', 'mamba', 's4d'):
+  for name in ('lstm', 'transformer', 'mamba', 's4d', 'xlstm', 'griffin'):
     cfg = match_d_model(ModelConfig(model=name, head='lm', vocab_size=32, num_layers=2),
                         target)
     count = param_count(cfg)
