@@ -60,6 +60,11 @@ from seqjax.ops.switch import Switch
 Array = jax.Array
 
 DEFAULT_CHUNK_SIZE = 16
+# Batch rows are scanned in groups whose chunk buffers (``K x rows x N x E`` floats) fit
+# in this many bytes, so a chunk's states and adjoints stay in L2 (2 MiB per core on the
+# benchmark machine): at B=32, E=128, T=136 grouping took the gradient from 200 to 116 ms;
+# 128 KiB - 1 MiB were within noise of each other.
+GROUP_BYTES = 512 * 1024
 
 # ``auto`` is the fused scan on every platform: in a whole Mamba block (d_model=256,
 # forward + backward) it took 0.26-0.38x the materialised path's time on CPU at
@@ -205,6 +210,25 @@ def _fused_bwd(k, residuals, dy):
 _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
+def _grouped(u, delta, a_t, b, c, k):
+  """:func:`_fused` over groups of batch rows (``lax.map``, zero rows pad the last
+  group; a zero row has zero outputs and gradients), sized by :data:`GROUP_BYTES`."""
+  bsz = u.shape[0]
+  rows = max(1, GROUP_BYTES // (k * a_t.size * u.dtype.itemsize))
+  if rows >= bsz:
+    return _fused(u, delta, a_t, b, c, k)
+  groups = -(-bsz // rows)
+  pad = groups * rows - bsz
+
+  def split(v):
+    v = jnp.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))
+    return v.reshape((groups, rows) + v.shape[1:])
+
+  y = jax.lax.map(lambda xs: _fused(xs[0], xs[1], a_t, xs[2], xs[3], k),
+                  tuple(split(v) for v in (u, delta, b, c)))
+  return y.reshape((groups * rows,) + y.shape[2:])[:bsz]
+
+
 def selective_scan(u: Array, delta: Array, a: Array, b: Array, c: Array,
                    d: Array | None = None, *,
                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> Array:
@@ -229,5 +253,5 @@ def selective_scan(u: Array, delta: Array, a: Array, b: Array, c: Array,
     raise ValueError(f'selective_scan chunk_size={chunk_size!r} must be a positive integer')
   dtype = jnp.result_type(u, delta, a, b, c)
   u, delta, a, b, c = (jnp.asarray(v, dtype) for v in (u, delta, a, b, c))
-  y = _fused(u, delta, a.T, b, c, chunk_size)
+  y = _grouped(u, delta, a.T, b, c, chunk_size)
   return y if d is None else y + d * u
