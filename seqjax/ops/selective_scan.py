@@ -39,7 +39,9 @@ kept) and runs the adjoint recurrence step by step (``lam_t`` = dL/dh_t)::
 
 The contractions over ``E`` (``dB``, ``dC``) are done once per chunk as batched products
 of the chunk's stacked states and adjoints; ``dA`` is accumulated per batch row in the
-carry and summed once at the end. ``D * u`` is outside the custom rule, so autodiff
+carry and summed once at the end. Large batches are scanned in groups of rows
+(``lax.map``) sized so that a chunk's ``[K, rows, N, E]`` buffers fit in L2
+(:data:`GROUP_BYTES`). ``D * u`` is outside the custom rule, so autodiff
 handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
 ``jax.jvp``. Figures: BENCHMARKS.md, "Selective scan, round 2".
 
@@ -67,8 +69,8 @@ DEFAULT_CHUNK_SIZE = 16
 GROUP_BYTES = 512 * 1024
 
 # ``auto`` is the fused scan on every platform: in a whole Mamba block (d_model=256,
-# forward + backward) it took 0.26-0.38x the materialised path's time on CPU at
-# T=1024-2048 (BENCHMARKS.md, section 4). Not measured on accelerators.
+# forward + backward) it took 0.15-0.29x the materialised path's time on CPU at
+# T=256-8192 (BENCHMARKS.md, section 4). Not measured on accelerators.
 SELECTIVE_SCAN = Switch('selective_scan', ('fused', 'materialized'),
                         lambda platform, time: 'fused',
                         "Mamba's selective scan: fused (chunked, custom VJP, never "
