@@ -43,7 +43,8 @@ carry and summed once at the end. Large batches are scanned in groups of rows
 (``lax.map``) sized so that a chunk's ``[K, rows, N, E]`` buffers fit in L2
 (:data:`GROUP_BYTES`). ``D * u`` is outside the custom rule, so autodiff
 handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
-``jax.jvp``. Figures: BENCHMARKS.md, "Selective scan, round 2".
+``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue 16" and "Design measurements:
+selective scan, round 2".
 
 :data:`SELECTIVE_SCAN` is the implementation switch between the two (site
 ``selective_scan``, see ``seqjax.ops.switch``).
