@@ -145,6 +145,24 @@ def test_batch_groups_match_materialized_reference(monkeypatch):
                                rtol=0, atol=1e-5, err_msg=f'd/d{name}')
 
 
+def test_gradients_when_batch_state_and_channels_coincide():
+  """B = N = E: per-row weights ([B, N]) and per-channel ones ([N, E]) have the same
+  shape here, so the scan must not tell them apart by shape."""
+  rng = np.random.default_rng(7)
+  size, time = 3, 5
+  args = [jnp.asarray(rng.normal(size=s), jnp.float32)
+          for s in ((size, time, size),) * 2 + ((size, size),) + ((size, time, size),) * 2
+          + ((size,),)]
+  args[1] = jax.nn.softplus(args[1] - 1.0)
+  args[2] = -jnp.exp(0.5 * args[2])
+  w = jnp.asarray(rng.normal(size=(size, time, size)), jnp.float32)
+  got, want = _grads(tuple(args), w, 4), _grads(tuple(args), w)
+  for name, g, g_ref in zip(ARG_NAMES, got, want):
+    scale = max(1.0, float(jnp.max(jnp.abs(g_ref))))
+    np.testing.assert_allclose(np.asarray(g) / scale, np.asarray(g_ref) / scale,
+                               rtol=0, atol=1e-5, err_msg=f'd/d{name}')
+
+
 def test_no_skip_connection():
   args, _ = _inputs(5)
   d_zero = args[:5] + (jnp.zeros((E,)),)
