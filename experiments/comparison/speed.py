@@ -14,6 +14,10 @@ from experiments.comparison.suite import Suite, model_config
 # (associative) scan, and S4D's default FFT convolution with its SSM kernel. Mamba's
 # sequential form is its default fused scan (chunks of steps with a custom VJP); its
 # parallel form goes through the materialised [batch, time, 2d, state] decays.
+# The Transformer runs with both attentions: exact [T, T] weights (the default) and the
+# memory-efficient chunked (online-softmax) one, which is the faster at long lengths.
+TRANSFORMER_ATTENTIONS = {'exact': {'impl': 'attention:exact'},
+                          'chunked': {'impl': 'attention:chunked'}}
 SSM_SCANS = {
     's4d': {'sequential': {'impl': 's4d:scan,scan:sequential'},
             'associative': {'impl': 's4d:scan,scan:associative'},
@@ -24,10 +28,14 @@ SSM_SCANS = {
 
 
 def variants(families: list[str]) -> list[tuple[str, dict]]:
-  """(label, config overrides): SSMs once per kind of scan, the rest once."""
+  """(label, config overrides): SSMs once per kind of scan, the Transformer once per
+  attention, the rest once."""
   out = []
   for family in families:
-    if family in SSM_SCANS:
+    if family == 'transformer':
+      out += [(f'transformer ({kind} attention)', overrides)
+              for kind, overrides in TRANSFORMER_ATTENTIONS.items()]
+    elif family in SSM_SCANS:
       out += [(f'{family} ({kind}{"" if kind == "convolution" else " scan"})', overrides)
               for kind, overrides in SSM_SCANS[family].items()]
     else:
@@ -78,23 +86,35 @@ def _summary(records, suite) -> str:
           f'{suite.batch_size}, ~{suite.target_params:,} parameters per model. Mamba\'s '
           'sequential scan is its default fused, chunked scan; its associative scan runs on '
           'the materialised `[batch, time, 2d, state]` decays. S4D\'s default is the FFT '
-          'convolution with its SSM kernel (it has no input-dependent dynamics).\n\n' +
+          'convolution with its SSM kernel (it has no input-dependent dynamics). The '
+          'Transformer runs with exact attention (`[T, T]` weights, the default) and with '
+          'memory-efficient chunked attention (online softmax over blocks).\n\n' +
           markdown_table(rows, cols, {c: '.1f' for c in cols[1:]}))
 
 
 def _verdict(records, suite) -> str:
-  parts, verdicts = [], []
+  """The LSTM against each Transformer variant at every length; the head verdict holds
+  only if it holds against both attentions (exact and chunked)."""
+  parts, outcomes = [], []
   models = {r['model'] for r in records}
-  if {'lstm', 'transformer'} <= models:
-    ratios = {t: _at(records, 'lstm', t) / _at(records, 'transformer', t)
+  for kind in TRANSFORMER_ATTENTIONS:
+    transformer = f'transformer ({kind} attention)'
+    if not {'lstm', transformer} <= models:
+      continue
+    ratios = {t: _at(records, 'lstm', t) / _at(records, transformer, t)
               for t in suite.speed_lengths}
     faster = [t for t, r in ratios.items() if r > 1]
     text = ', '.join(f'T={t}: {r:.2f}x' for t, r in ratios.items())
-    parts.append(f'LSTM time / Transformer time: {text}.')
-    verdicts.append('supported' if len(faster) == len(ratios) else
+    parts.append(f'LSTM time / Transformer ({kind} attention) time: {text}.')
+    outcomes.append('supported' if len(faster) == len(ratios) else
                     'contradicted' if not faster else 'mixed')
     if faster and len(faster) < len(ratios):
-      parts.append(f'The Transformer is faster only at T in {faster}.')
+      parts.append(f'The Transformer ({kind} attention) is faster only at T in {faster}.')
+  exact, chunked = (f'transformer ({k} attention)' for k in TRANSFORMER_ATTENTIONS)
+  if {exact, chunked} <= models:
+    t = suite.speed_lengths[-1]
+    parts.append(f'Chunked / exact attention time at T={t}: '
+                 f'{_at(records, chunked, t) / _at(records, exact, t):.2f}.')
   for family in ('s4d', 'mamba'):
     seq, par = f'{family} (sequential scan)', f'{family} (associative scan)'
     if {seq, par} <= models:
@@ -116,5 +136,5 @@ def _verdict(records, suite) -> str:
       ratio = _at(records, conv, t) / _at(records, seq, t)
       parts.append(f'{family}: the FFT convolution (its default parallel form) takes '
                    f'{ratio:.2f}x the time of the sequential scan at T={t}.')
-  head = verdicts[0] if verdicts else 'not measured'
+  head = (outcomes[0] if len(set(outcomes)) == 1 else 'mixed') if outcomes else 'not measured'
   return f'{head.capitalize()}. ' + ' '.join(parts)

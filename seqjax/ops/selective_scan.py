@@ -39,9 +39,12 @@ kept) and runs the adjoint recurrence step by step (``lam_t`` = dL/dh_t)::
 
 The contractions over ``E`` (``dB``, ``dC``) are done once per chunk as batched products
 of the chunk's stacked states and adjoints; ``dA`` is accumulated per batch row in the
-carry and summed once at the end. ``D * u`` is outside the custom rule, so autodiff
+carry and summed once at the end. Large batches are scanned in groups of rows
+(``lax.map``) sized so that a chunk's ``[K, rows, N, E]`` buffers fit in L2
+(:data:`GROUP_BYTES`). ``D * u`` is outside the custom rule, so autodiff
 handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
-``jax.jvp``. Figures: BENCHMARKS.md, "Selective scan, round 2".
+``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue 16" and "Design measurements:
+selective scan, round 2".
 
 :data:`SELECTIVE_SCAN` is the implementation switch between the two (site
 ``selective_scan``, see ``seqjax.ops.switch``).
@@ -60,10 +63,15 @@ from seqjax.ops.switch import Switch
 Array = jax.Array
 
 DEFAULT_CHUNK_SIZE = 16
+# Batch rows are scanned in groups whose chunk buffers (``K x rows x N x E`` floats) fit
+# in this many bytes, so a chunk's states and adjoints stay in L2 (2 MiB per core on the
+# benchmark machine): at B=32, E=128, T=136 grouping took the gradient from 200 to 116 ms;
+# 128 KiB - 1 MiB were within noise of each other.
+GROUP_BYTES = 512 * 1024
 
 # ``auto`` is the fused scan on every platform: in a whole Mamba block (d_model=256,
-# forward + backward) it took 0.26-0.38x the materialised path's time on CPU at
-# T=1024-2048 (BENCHMARKS.md, section 4). Not measured on accelerators.
+# forward + backward) it took 0.15-0.29x the materialised path's time on CPU at
+# T=256-8192 (BENCHMARKS.md, section 4). Not measured on accelerators.
 SELECTIVE_SCAN = Switch('selective_scan', ('fused', 'materialized'),
                         lambda platform, time: 'fused',
                         "Mamba's selective scan: fused (chunked, custom VJP, never "
@@ -112,14 +120,13 @@ def _from_chunks(v: Array, t: int) -> Array:
   return jnp.moveaxis(v.reshape((-1,) + v.shape[2:])[:t], 0, 1)
 
 
-def _contract_n(x: Array, w: Array) -> Array:
+def _contract_n(x: Array, w: Array, per_row: bool) -> Array:
   """``sum_n x[:, n, :] * w[..., n, :]`` for ``x [B, N, E]`` and ``w`` either ``[B, N]``
-  (per batch row) or ``[N, E]`` (per channel): ``[B, E]``.
+  (``per_row``: one weight per batch row) or ``[N, E]`` (per channel): ``[B, E]``.
 
   Written as ``N`` multiply-adds so XLA fuses it into the step's elementwise kernel; a
   ``jnp.sum`` over ``N`` became a separate reduction call per step, 3-4x slower overall.
   """
-  per_row = w.shape == x.shape[:2]
   out = None
   for n in range(x.shape[1]):
     term = x[:, n] * (w[:, n, None] if per_row else w[n])
@@ -143,7 +150,7 @@ def _forward(u, delta, a_t, b, c, k):
   def step(h, xs):
     u_i, delta_i, b_i, c_i = xs
     _, h = _step(a_t, h, u_i, delta_i, b_i)
-    return h, _contract_n(h, c_i)
+    return h, _contract_n(h, c_i, per_row=True)
 
   def chunk(h, xs):
     h_end, y = jax.lax.scan(step, h, xs)
@@ -180,8 +187,8 @@ def _fused_bwd(k, residuals, dy):
     decay, _ = _step(a_t, h_prev, u_i, delta_i, b_i)
     lam = lam + dy_i[:, None, :] * c_i[:, :, None]
     d_bar = lam * h_prev * decay
-    lam_b = _contract_n(lam, b_i)
-    ddelta = _contract_n(d_bar, a_t) + lam_b * u_i
+    lam_b = _contract_n(lam, b_i, per_row=True)
+    ddelta = _contract_n(d_bar, a_t, per_row=False) + lam_b * u_i
     da = da + d_bar * delta_i[:, None, :]
     return (decay * lam, da), (lam_b * delta_i, ddelta, lam)
 
@@ -203,6 +210,25 @@ def _fused_bwd(k, residuals, dy):
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def _grouped(u, delta, a_t, b, c, k):
+  """:func:`_fused` over groups of batch rows (``lax.map``, zero rows pad the last
+  group; a zero row has zero outputs and gradients), sized by :data:`GROUP_BYTES`."""
+  bsz = u.shape[0]
+  rows = max(1, GROUP_BYTES // (k * a_t.size * u.dtype.itemsize))
+  if rows >= bsz:
+    return _fused(u, delta, a_t, b, c, k)
+  groups = -(-bsz // rows)
+  pad = groups * rows - bsz
+
+  def split(v):
+    v = jnp.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1))
+    return v.reshape((groups, rows) + v.shape[1:])
+
+  y = jax.lax.map(lambda xs: _fused(xs[0], xs[1], a_t, xs[2], xs[3], k),
+                  tuple(split(v) for v in (u, delta, b, c)))
+  return y.reshape((groups * rows,) + y.shape[2:])[:bsz]
 
 
 def selective_scan(u: Array, delta: Array, a: Array, b: Array, c: Array,
@@ -229,5 +255,5 @@ def selective_scan(u: Array, delta: Array, a: Array, b: Array, c: Array,
     raise ValueError(f'selective_scan chunk_size={chunk_size!r} must be a positive integer')
   dtype = jnp.result_type(u, delta, a, b, c)
   u, delta, a, b, c = (jnp.asarray(v, dtype) for v in (u, delta, a, b, c))
-  y = _fused(u, delta, a.T, b, c, chunk_size)
+  y = _grouped(u, delta, a.T, b, c, chunk_size)
   return y if d is None else y + d * u

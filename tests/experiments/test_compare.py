@@ -98,6 +98,24 @@ def test_streaming_and_speed_rows_cover_the_grid(report_dir):
   assert all(np.isfinite(r['ms_per_token']) and r['ms_per_token'] > 0
              for r in stream.records)
   assert {r['seq_len'] for r in speed_finding.records} == set(SMOKE.speed_lengths)
+  assert {r['model'] for r in speed_finding.records} == {
+      'transformer (exact attention)', 'transformer (chunked attention)'}
+
+
+def test_speed_verdict_needs_both_attentions():
+  """The LSTM slower than exact attention everywhere but faster than chunked attention
+  at the longest length: the verdict is mixed and names both ratios."""
+  times = {'lstm': (10.0, 40.0), 'transformer (exact attention)': (5.0, 20.0),
+           'transformer (chunked attention)': (8.0, 50.0)}
+  records = [{'model': m, 'seq_len': t, 'ms_per_step': ms[i]}
+             for m, ms in times.items() for i, t in enumerate(SMOKE.speed_lengths)]
+  verdict = speed._verdict(records, SMOKE)
+  assert verdict.startswith('Mixed.')
+  assert 'Transformer (exact attention) time: T=16: 2.00x, T=64: 2.00x' in verdict
+  assert 'Transformer (chunked attention) time: T=16: 1.25x, T=64: 0.80x' in verdict
+  assert 'Chunked / exact attention time at T=64: 2.50' in verdict
+  exact_only = [r for r in records if 'chunked' not in r['model']]
+  assert speed._verdict(exact_only, SMOKE).startswith('Supported.')
 
 
 def test_longrange_cells_keep_every_seed_and_one_budget(tmp_path, monkeypatch):
