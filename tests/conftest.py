@@ -105,3 +105,22 @@ def stream():
   """``stream(module, variables, xs) -> (final_state, ys [batch, time, ...])``; call it
   inside ``jax.jit``."""
   return _stream
+
+
+def _assert_streamed_gradients_agree(module, variables, xs, rtol=1e-4, atol=1e-5):
+  """Gradients (in the variables and the inputs ``xs`` ``[batch, time, d]``) of a fixed
+  random projection of the parallel output equal those of the streamed output."""
+  w = jnp.asarray(np.random.default_rng(1).normal(size=xs.shape), jnp.float32)
+  parallel = lambda v, x: jnp.sum(w * module.apply(v, x))
+  streamed = lambda v, x: jnp.sum(w * _stream(module, v, x)[1])
+  got, want = jax.jit(lambda v, x: (jax.grad(parallel, (0, 1))(v, x),
+                                    jax.grad(streamed, (0, 1))(v, x)))(variables, xs)
+  for g, s in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, s, rtol=rtol, atol=atol)
+
+
+@pytest.fixture(scope='session')
+def streamed_gradients_agree():
+  """``streamed_gradients_agree(module, variables, xs)``: asserts that gradients through
+  the parallel ``__call__`` and through ``step`` token by token agree (1e-4 / 1e-5)."""
+  return _assert_streamed_gradients_agree
