@@ -14,13 +14,20 @@ from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
 
 
-def lm_functions(cfg: ModelConfig, batch: int, time: int, seed: int = 0):
+def lm_functions(cfg: ModelConfig, batch: int, time: int, seed: int = 0,
+                 abstract: bool = False):
   """``(params, tokens, grad_fn, forward_fn)`` for a causal LM: ``grad_fn`` is one
   forward+backward pass of the next-token loss (the work of a training step minus the
-  optimizer update, which is the same for every family)."""
+  optimizer update, which is the same for every family).
+
+  ``abstract=True`` gives ``params`` as ``jax.ShapeDtypeStruct`` leaves, enough to compile
+  (e.g. for ``temp_bytes``) without compiling and running the initialiser."""
   model = build_model(cfg)
   tokens = jax.random.randint(jax.random.key(seed), (batch, time), 1, cfg.vocab_size)
-  params = jax.jit(model.init)(jax.random.key(seed), tokens[:, :8])['params']
+  init_args = (jax.random.key(seed), tokens[:, :8])
+  variables = (jax.eval_shape(model.init, *init_args) if abstract
+               else jax.jit(model.init)(*init_args))
+  params = variables['params']
 
   def loss(params, tokens):
     logits = model.apply({'params': params}, tokens[:, :-1])

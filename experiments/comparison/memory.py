@@ -27,7 +27,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   for label, family, overrides in variants(families):
     for length in suite.memory_lengths:
       cfg = model_config(suite, family, max_len=length + 1, **overrides)
-      params, tokens, grad_fn, forward = lm_functions(cfg, 1, length + 1, seed)
+      params, tokens, grad_fn, forward = lm_functions(cfg, 1, length + 1, seed,
+                                                      abstract=True)
       records.append({'model': label, 'seq_len': length, 'd_model': cfg.d_model,
                       'train_temp_mib': temp_bytes(grad_fn, params, tokens) / 2**20,
                       'infer_temp_mib': temp_bytes(forward, params, tokens[:, :-1]) / 2**20})

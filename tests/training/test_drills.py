@@ -81,7 +81,8 @@ _JIT_CACHE: list[str] = []  # a persistent compilation cache shared by the subpr
 
 def _start(args, script='train', command=None, cache_writes=True) -> subprocess.Popen:
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
-             XLA_FLAGS='--xla_force_host_platform_device_count=1',
+             XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
+                        ' --xla_force_host_platform_device_count=1').strip(),
              # Compile once for all the drills' processes (the same programs each time).
              JAX_COMPILATION_CACHE_DIR=_JIT_CACHE[0],
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
@@ -217,15 +218,17 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   # A is frozen while it holds the lock (before any data or step): a second trainer on
   # the same workdir stops at once naming it; SIGTERM to a third run before its loop.
   a = _start(_args(work, data_dir, checkpoint_every=1, async_checkpoint=False))
-  early = _start(_args(other, data_dir))
   _wait_for(a, lambda: _lock_pid(work) == a.pid, 'A locks the workdir')
   os.kill(a.pid, signal.SIGSTOP)
   t0 = time.time()
   with pytest.raises(EnvironmentFailure, match=f'in use by another trainer, pid {a.pid} '):
     loop.train(_config(data_dir), str(work))
   assert time.time() - t0 < 10
+  # The early run is watched from its start and signalled the moment its lock appears:
+  # started any sooner, it could reach its first step while this process is busy above.
+  early = _start(_args(other, data_dir))
   _wait_for(early, lambda: _lock_pid(other) == early.pid, 'the early run locks')
-  os.kill(early.pid, signal.SIGTERM)
+  _signal_frozen(early, signal.SIGTERM)
   code, out, err = _finish(early)
   assert code == 0 and 'nothing new was saved' in out and not _steps(other), err[-2000:]
 

@@ -33,7 +33,9 @@ def _flags(data_dir, workdir, **overrides):
 
 def _env(devices: int = 1, **extra):
   env = dict(os.environ, JAX_PLATFORMS='cpu', **extra)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  # Keeps the suite's flags (tests/conftest.py), with this many host devices.
+  env['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                      f' --xla_force_host_platform_device_count={devices}').strip()
   return env
 
 

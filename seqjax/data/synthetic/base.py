@@ -220,13 +220,26 @@ class _AsArrays:
     return {key: np.asarray(value, self.dtypes[key]) for key, value in example.items()}
 
 
+# Splits up to this size are decoded once and kept in memory (see ``_Opener.__call__``).
+IN_MEMORY_BYTES = 256 * 2**20
+
+
 class _Opener:
-  """``Task.open``: prepares the builder on first use, then opens a split (picklable)."""
+  """``Task.open``: prepares the builder on first use, then opens a split (picklable).
+
+  A split whose decoded arrays fit in ``IN_MEMORY_BYTES`` is read from its files once and
+  served from memory afterwards, by every later ``open`` of it on this task: decoding a
+  stored example costs ~0.2 ms, which at a small model's batch of 32 made reading a batch
+  slower than the train step itself (measured on the 2-core CPU: 10.7 ms per batch from
+  the files, 2.4 ms from memory, against a 5 ms LSTM step). The examples and their order
+  are the same either way.
+  """
 
   def __init__(self, builder_cls: type[SyntheticBuilder], config: SyntheticConfig,
                data_dir: str):
     self.builder_cls, self.config, self.data_dir = builder_cls, config, data_dir
     self._builder = None
+    self._in_memory: dict[str, grain.MapDataset] = {}
 
   def _new_builder(self) -> SyntheticBuilder:
     return self.builder_cls(data_dir=self.data_dir, config=self.config,
@@ -248,13 +261,23 @@ class _Opener:
     if split not in SPLITS:
       raise ValueError(f'task {self.builder_cls.TASK!r} has no split {split!r}; '
                        f'available: {list(SPLITS)}')
+    if split in self._in_memory:
+      return self._in_memory[split]
     builder = self.builder()
     dtypes = {key: feature.np_dtype for key, feature in builder.info.features.items()}
-    return grain.MapDataset.source(builder.as_data_source(split)).map(
+    stored = grain.MapDataset.source(builder.as_data_source(split)).map(
         self.builder_cls.reader(dtypes))
+    if not len(stored):
+      return stored
+    example_bytes = sum(np.asarray(v).nbytes for v in stored[0].values())
+    if example_bytes * len(stored) > IN_MEMORY_BYTES:
+      return stored
+    self._in_memory[split] = grain.MapDataset.source(
+        [stored[i] for i in range(len(stored))])
+    return self._in_memory[split]
 
-  def __getstate__(self):
-    return {**self.__dict__, '_builder': None}
+  def __getstate__(self):  # a worker process reopens the files itself
+    return {**self.__dict__, '_builder': None, '_in_memory': {}}
 
 
 def make_factory(builder_cls: type[SyntheticBuilder]) -> Callable[..., Task]:
