@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import pickle
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from array_record.python.array_record_module import ArrayRecordReader
 
 from seqjax.data import synthetic
 from seqjax.data.synthetic import TASKS
+from seqjax.data.synthetic import base as synthetic_base
 
 SIZES = {'num_train': 20, 'num_validation': 6, 'num_test': 8}
 SMALL = {'num_tokens': 3, 'delay': 4, 'num_symbols': 4}
@@ -47,6 +49,35 @@ def test_files_are_array_record_and_read_back_through_tfds(tmp_path):
   for i in range(len(source)):
     for key in ('inputs', 'targets', 'weights'):
       np.testing.assert_array_equal(np.asarray(source[i][key]), opened[i][key])
+
+
+def test_small_splits_are_decoded_once_and_large_ones_stay_on_disk(tmp_path, monkeypatch):
+  """A split that fits ``IN_MEMORY_BYTES`` is read from its files on the first open only
+  (the same examples as the files hold, checked above and here); a larger one is read
+  from the files at every open. A pickled task (a worker's copy) carries no examples."""
+  base = synthetic_base
+  reads = []
+  original = base.SyntheticBuilder.as_data_source
+
+  def counting(self, split, *args, **kwargs):
+    reads.append(split)
+    return original(self, split, *args, **kwargs)
+
+  monkeypatch.setattr(base.SyntheticBuilder, 'as_data_source', counting)
+  task = TASKS['copying'](data_dir=tmp_path, seed=2, **SIZES, **SMALL)
+  first = [task.open('train')[i] for i in range(SIZES['num_train'])]
+  again = [task.open('train')[i] for i in range(SIZES['num_train'])]
+  assert reads == ['train']
+  for a, b in zip(first, again):
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+  clone = pickle.loads(pickle.dumps(task))
+  clone.open('train')
+  assert reads == ['train', 'train']
+
+  monkeypatch.setattr(base, 'IN_MEMORY_BYTES', 1)  # every split is now "too large"
+  task = TASKS['copying'](data_dir=tmp_path, seed=2, **SIZES, **SMALL)
+  task.open('test'), task.open('test')
+  assert reads[2:] == ['test', 'test']
 
 
 def test_second_factory_call_reuses_prepared_data(tmp_path, monkeypatch):
