@@ -70,7 +70,7 @@ def _mqar(seq_len: int, pairs: tuple[int, ...], widths: tuple[int, ...]) -> Diff
 
 SIZES = {
     'smoke': Sizes(
-        tasks={'mqar': _mqar(12, (2,), (8,)),
+        tasks={'mqar': _mqar(12, (2,), (8, 12)),
                'induction_heads': Difficulty('seq_len', (8,), {'num_symbols': 4},
                                              test_lengths=(16,)),
                'adding': Difficulty('seq_len', (8,))},
@@ -155,10 +155,40 @@ def _cost(job: dict[str, Any]) -> float:
   return length * (job.get('d_model') or 64) * (4 if job['family'] == 'mamba' else 1)
 
 
+def _tuning_setting(diff: Difficulty) -> tuple[int, int | None]:
+  """``(difficulty, width)`` where a task's rate is chosen: its hardest value, at its
+  largest width."""
+  return diff.values[-1], max(diff.widths) if diff.widths else None
+
+
+def _train(planned, sizes: Sizes, suite: Suite) -> list[dict[str, Any]]:
+  """The records of ``planned`` cells, in order. With ``suite.tune_once_per_task``,
+  the cells at each task's tuning setting train first with the whole grid; every other
+  cell then trains its seeds with the rate its (task, family) chose there."""
+  if not suite.tune_once_per_task:
+    return pool.run_cells([job for job, _ in planned], suite.workers)
+  tuning = {i for i, (job, labels) in enumerate(planned)
+            if (labels['difficulty'], labels['width']) ==
+            _tuning_setting(sizes.tasks[job['task']])}
+  records = dict(zip(sorted(tuning), pool.run_cells(
+      [planned[i][0] for i in sorted(tuning)], suite.workers)))
+  chosen = {(r['task'], r['family']): (r['learning_rate'], i) for i, r in records.items()}
+  rest = [i for i in range(len(planned)) if i not in tuning]
+  jobs = [dict(planned[i][0], learning_rates=(
+      chosen[planned[i][0]['task'], planned[i][0]['family']][0],)) for i in rest]
+  records.update(zip(rest, pool.run_cells(jobs, suite.workers)))
+  for i, record in records.items():
+    task, family = record['task'], record['family']
+    source = planned[chosen[task, family][1]][1]
+    record['lr_tuned_at'] = _setting(source)
+    record['learning_rates'] = list(suite.learning_rates)  # the grid it was chosen from
+  return [records[i] for i in range(len(planned))]
+
+
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   sizes = suite.sized(SIZES)
   planned = _cells(sizes, suite.with_seed(seed), families)
-  results = pool.run_cells([job for job, _ in planned], suite.workers)
+  results = _train(planned, sizes, suite)
   records = [{**labels, **record} for (_, labels), record in zip(planned, results)]
   records.sort(key=lambda r: (list(sizes.tasks).index(r['task']), r['difficulty'],
                               r['width'] or 0, families.index(r['family'])))
@@ -235,15 +265,19 @@ def _summary(records, sizes: Sizes, suite: Suite) -> str:
   rows = [{**r, 'setting': _setting(r), 'score': stats.format_spread(r['scores']),
            'steps to criterion': cells.steps_text(r),
            'MFLOP/token': r['flops_per_token'] / 1e6} for r in records]
-  cols = ['task', 'setting', 'family', 'params', 'MFLOP/token', 'learning_rate', 'score',
-          'status', 'steps to criterion']
+  cols = ['task', 'setting', 'family', 'params', 'MFLOP/token', 'learning_rate',
+          *(['lr_tuned_at'] if suite.tune_once_per_task else []), 'score', 'status',
+          'steps to criterion']
   budgets = {r['task']: r['budget'] for r in records}
   own = ', '.join(f'{t} {b}' for t, b in budgets.items() if b != sizes.steps)
   text = (f'Budget {sizes.steps} steps' + (f' ({own})' if own else '') +
           f' of batch {sizes.batch_size} per run, stopped early '
           f'once the validation score reaches {SOLVED} (checked every '
-          f'{sizes.eval_every} steps); {len(suite.seed_list)} seeds x learning rates '
-          f'{list(suite.learning_rates)} per cell, the rate chosen on validation; '
+          f'{sizes.eval_every} steps); {len(suite.seed_list)} seeds per cell, the '
+          f'learning rate chosen from {list(suite.learning_rates)} on validation ' +
+          ('once per task and family, at the task\'s hardest setting (column '
+           '`lr_tuned_at`), and reused at its other settings; '
+           if suite.tune_once_per_task else 'in every cell; ') +
           f'families matched to ~{sizes.target_params:,} parameters ({sizes.num_layers} '
           'layers), except on MQAR, where every family has the same width (Zoology). '
           '`score`: test score of the chosen rate, mean [min-max] over seeds '

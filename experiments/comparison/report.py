@@ -101,7 +101,11 @@ def protocol(suite: Suite) -> str:
                        if suite.lr_selection == 'first_seed' else
                        'every seed trains with every rate and the choice is made on the '
                        'mean over seeds') +
-      '. The test scores reported are that rate\'s, for every seed.',
+      '. The test scores reported are that rate\'s, for every seed.' +
+      (' In the long-range sweeps (section 4) the choice is made once per task and '
+       'family, at the task\'s hardest setting (its largest width on MQAR), and reused at '
+       'its other settings, which train their seeds with that rate only.'
+       if suite.tune_once_per_task else ''),
       '- **Stopping.** A run stops when its validation score reaches the task\'s '
       'criterion (accuracy 0.99; adding problem: 99 % of the predict-the-mean error '
       'removed), or when its step budget runs out. "Learned in K steps" and "not learned '

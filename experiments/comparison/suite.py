@@ -40,6 +40,9 @@ class Suite:
   # 'first_seed': the rate is chosen on the first seed, the other seeds train with it
   # only; 'all_seeds': every seed x every rate, chosen on the mean over seeds.
   lr_selection: str = 'first_seed'
+  # Long-range sweeps: choose the rate once per (task, family), at the task's hardest
+  # setting, and train every other setting of the task with it (its seeds only).
+  tune_once_per_task: bool = False
   preview: bool = False         # verdicts say "preview" where a run did not converge
   workers: int = 0              # training processes; 0 = pool.default_workers()
   first_seed: int = 0           # seeds are first_seed, first_seed + 1, ...
@@ -82,12 +85,14 @@ SUITES = {
                       vocab_size=256, batch_size=4,
                       speed_lengths=(128, 256, 512, 1024, 2048),
                       memory_lengths=(256, 512, 1024, 2048, 4096),
-                      stream_contexts=(128, 512, 2048, 8192), repeats=3, seeds=3),
+                      stream_contexts=(128, 512, 2048, 8192), repeats=3, seeds=3,
+                      tune_once_per_task=True),
     # Minutes-free sizes for the test suite and for trying the pipeline end to end.
     'smoke': Suite(name='smoke', target_params=20_000, num_layers=1, vocab_size=32,
                    batch_size=2, speed_lengths=(16, 64), memory_lengths=(16, 64, 256),
                    stream_contexts=(16, 128), repeats=1, max_d_model=256, seeds=2,
-                   learning_rates=(1e-3, 1e-2), preview=True, workers=1),
+                   learning_rates=(1e-3, 1e-2), preview=True, workers=1,
+                   tune_once_per_task=True),
     'full': Suite(name='full', target_params=5_000_000, num_layers=4, vocab_size=256,
                   batch_size=8, speed_lengths=(128, 256, 512, 1024, 2048, 4096),
                   memory_lengths=(128, 256, 512, 1024, 2048, 4096, 8192, 16384),

@@ -22,13 +22,23 @@ def test_longrange_cells_keep_every_seed_and_one_budget(tmp_path, monkeypatch):
   expected = {(t, f, w) for t, d in sizes.tasks.items() for w in (d.widths or (None,))
               for f in ('lstm', 'transformer')}
   assert {(r['task'], r['family'], r['width']) for r in rows} == expected
+  assert SMOKE.tune_once_per_task and len(sizes.tasks['mqar'].widths) > 1
   for r in rows:
     # Every seed of the chosen rate is kept, and every member of the grid.
     assert r['seeds'] == SMOKE.seed_list and len(r['scores']) == SMOKE.seeds
-    # The rate is tuned on the first seed; the other seeds train with the chosen one.
+    hardest = longrange._tuning_setting(sizes.tasks[r['task']])
+    tuning = next(t for t in rows if (t['task'], t['family']) == (r['task'], r['family'])
+                  and (t['difficulty'], t['width']) == hardest)
+    assert r['lr_tuned_at'] == longrange._setting(tuning)
     first = [m for m in r['members'] if m['seed'] == SMOKE.seed_list[0]]
-    assert sorted(m['learning_rate'] for m in first) == sorted(SMOKE.learning_rates)
     rest = [m for m in r['members'] if m['seed'] != SMOKE.seed_list[0]]
+    if r is tuning:
+      # The rate is tuned on the first seed; the other seeds train with the chosen one.
+      assert sorted(m['learning_rate'] for m in first) == sorted(SMOKE.learning_rates)
+    else:
+      # Every other setting of the task reuses that choice: its seeds, that rate only.
+      assert r['learning_rate'] == tuning['learning_rate']
+      assert [m['learning_rate'] for m in first] == [r['learning_rate']]
     assert [m['learning_rate'] for m in rest] == [r['learning_rate']] * (SMOKE.seeds - 1)
     assert r['learning_rate'] in SMOKE.learning_rates and r['budget'] == sizes.steps
     assert all(m['steps'] <= sizes.steps for m in r['members'])
