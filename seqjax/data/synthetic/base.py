@@ -231,7 +231,7 @@ class _Opener:
   served from memory afterwards, by every later ``open`` of it on this task: decoding a
   stored example costs ~0.2 ms, which at a small model's batch of 32 made reading a batch
   slower than the train step itself (measured on the 2-core CPU: 10.7 ms per batch from
-  the files, 2.4 ms from memory, against a 5 ms LSTM step). The examples and their order
+  the files, 1.4 ms from memory, against a 5 ms LSTM step). The examples and their order
   are the same either way.
   """
 
