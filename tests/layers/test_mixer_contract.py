@@ -2,9 +2,8 @@
 
 Every family in ``seqjax.models.families.FAMILIES`` that builds a mixer runs here, in each
 causal setting it supports, in float32 and bfloat16 (a streaming family's both-ways form,
-the generic wrapper, in float32), with and without a padding mask; the dependence and
-program-size checks, which read the code's structure rather than its arithmetic, run in
-float32. A new family is covered by being registered. The mixer is built from ``ModelConfig`` defaults
+the generic wrapper, in float32), with and without a padding mask; a new
+family is covered by being registered. The mixer is built from ``ModelConfig`` defaults
 (tiny shapes: batch 2, 5 tokens, width 8), so the family's default implementation is the
 one checked; each family's own tests compare its other implementations with it.
 
@@ -65,9 +64,6 @@ CASES_DT = [pytest.param(*case.values, dtype, id=f'{case.id}-{dtype}')
             for case in CASES for dtype in DTYPES
             if case.values[1] or dtype == 'float32' or not FAMILIES[case.values[0]].streams]
 CAUSAL_CASES_DT = [case for case in CASES_DT if case.values[1]]
-# Which inputs an output depends on, and the compiled program's size, are properties of the
-# code's structure, not of its dtype: those checks run in float32.
-CASES_F32 = [case for case in CASES_DT if case.values[2] == 'float32']
 MASKED = [pytest.param(False, id='unmasked'), pytest.param(True, id='masked')]
 # Agreement of two ways of computing the same outputs, relative to the outputs' scale (they
 # are O(1)): 1e-5 in float32 (the contract); in bfloat16 both round every projection to 8
@@ -111,8 +107,7 @@ def _outputs(name: str, causal: bool, dtype: str):
   ``masked`` False (inputs ``x``, no mask) and True (``x_pad`` with its mask): the parallel
   output, the output with an all-True mask, the streamed output (causal only), the
   Jacobian ``[B, T, D, B, T, D]`` of the parallel output with respect to its input (at
-  ``x``, with the mask when masked; float32 only, its backward pass is most of the
-  compile time), and row 1 run alone without its padding."""
+  ``x``, with the mask when masked), and row 1 run alone without its padding."""
   mixer, params, x, x_pad, mask = _setup(name, causal, dtype)
   parallel = lambda x, m: mixer.apply(params, x, m).astype(jnp.float32)
 
@@ -120,9 +115,8 @@ def _outputs(name: str, causal: bool, dtype: str):
     # The Jacobian is taken at the clean inputs: garbage of magnitude 100 saturates the
     # gates of a recurrent cell, which would hide a leak behind vanishing gradients.
     out = {'parallel': parallel(inputs, m),
-           'all_real': parallel(inputs, jnp.ones((B, T), bool))}
-    if dtype == 'float32':  # which inputs reach which outputs does not depend on dtype
-      out['jacobian'] = jax.jacrev(lambda v: parallel(v, m))(clean)
+           'all_real': parallel(inputs, jnp.ones((B, T), bool)),
+           'jacobian': jax.jacrev(lambda v: parallel(v, m))(clean)}
     if causal:
       state = mixer.apply(params, B, method='init_state')
       step = lambda s, x_t: mixer.apply(params, s, x_t, method='step')
@@ -166,7 +160,7 @@ def test_padding_never_reaches_a_real_output(name, causal, dtype, masked):
 
 
 @pytest.mark.parametrize('masked', MASKED)
-@pytest.mark.parametrize('name, causal, dtype', CASES_F32)
+@pytest.mark.parametrize('name, causal, dtype', CASES_DT)
 def test_dependence_by_gradient(name, causal, dtype, masked):
   """``dep[b, t, s]``: the largest |d y[b, t] / d x[b, s]|. Zero for every later input of
   a causal mixer and for every padded input of a real output; nonzero elsewhere on the
@@ -189,7 +183,7 @@ def test_dependence_by_gradient(name, causal, dtype, masked):
 
 
 @pytest.mark.parametrize('masked', MASKED)
-@pytest.mark.parametrize('name, causal, dtype', CASES_F32)
+@pytest.mark.parametrize('name, causal, dtype', CASES_DT)
 def test_compiled_program_does_not_grow_with_length(name, causal, dtype, masked):
   """The lowered gradient program at 128 tokens is within 10 % of the one at 16 (a
   Python loop over time would make it ~8x)."""
