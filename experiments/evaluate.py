@@ -32,21 +32,21 @@ def evaluate(workdir: str, checkpoint: str, split: str, batch_size: int = 0,
              data_dir: str | None = None) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from seqjax.training import loop, mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from seqjax.training import loop, mesh as mesh_lib, tasks  # pylint: disable=g-import-not-at-top
   from seqjax.training.errors import UserError  # pylint: disable=g-import-not-at-top
   from seqjax.training.steps import make_eval_step  # pylint: disable=g-import-not-at-top
   model, model_cfg, params, meta, step = loop.load_for_inference(workdir, checkpoint)
   config = ml_collections.ConfigDict(meta['config'])
   if data_dir is not None:
     config.data_dir = data_dir
-  task = loop.open_task(config, meta['task']['metadata'])  # the run's own tokenizer
+  task = tasks.open_task(config, meta['task']['metadata'])  # the run's own tokenizer
   if split not in task.spec.splits:
     raise UserError(f'--split={split!r} is not a split of task {task.spec.name!r}; '
                      f'choose one of {list(task.spec.splits)}')
   mesh = mesh_lib.make_mesh(1)
   eval_step = jax.jit(make_eval_step(model, task.spec.kind, model_cfg.num_classes))
   bs = batch_size or config.eval_batch_size or config.batch_size
-  metrics = loop.evaluate_params(eval_step, params, task, split, bs,
+  metrics = tasks.evaluate_params(eval_step, params, task, split, bs,
                                  mesh_lib.batch_sharding(mesh))
   return {'step': step, 'split': split, **metrics}
 

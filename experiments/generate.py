@@ -100,14 +100,14 @@ def translate(model, model_cfg, params, meta, png: str) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from experiments.comparison import plots  # pylint: disable=g-import-not-at-top
   from seqjax.data.spec import BOS_ID  # pylint: disable=g-import-not-at-top
-  from seqjax.training import loop  # pylint: disable=g-import-not-at-top
+  from seqjax.training import tasks  # pylint: disable=g-import-not-at-top
   metadata = meta['task']['metadata']
   src_codec, tgt_codec = _codec(metadata, 'source_vocab'), _codec(metadata, 'target_vocab')
   if _PROMPT.value:
     src = src_codec.encode(_PROMPT.value)
   else:
-    task = loop.open_task(ml_collections.ConfigDict(meta['config']), metadata)
-    src = np.asarray(loop.open_split(task, 'test')[0]['inputs'])
+    task = tasks.open_task(ml_collections.ConfigDict(meta['config']), metadata)
+    src = np.asarray(tasks.open_split(task, 'test')[0]['inputs'])
     src = src[src != 0]
   max_len = meta['task']['spec']['max_target_len'] or model_cfg.max_len
   tokens, weights = model.apply({'params': params}, jnp.asarray(src, jnp.int32)[None],

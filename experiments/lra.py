@@ -111,7 +111,7 @@ def run_one(name: str, family: str, scale: str, outdir: str, **kwargs) -> dict[s
   """Trains one (task, family) pair; a record with its test accuracy or why there is none."""
   from seqjax.data.errors import DataError  # pylint: disable=g-import-not-at-top
   from seqjax.models.sizing import param_count  # pylint: disable=g-import-not-at-top
-  from seqjax.training import configuration, loop  # pylint: disable=g-import-not-at-top
+  from seqjax.training import configuration, loop, tasks  # pylint: disable=g-import-not-at-top
   from seqjax.training.errors import NonFiniteLossError  # pylint: disable=g-import-not-at-top
   config = make_config(name, family, scale, **kwargs)
   record = {'task': name, 'family': family, 'scale': scale, 'dataset': config.task,
@@ -121,7 +121,7 @@ def run_one(name: str, family: str, scale: str, outdir: str, **kwargs) -> dict[s
             'test_accuracy': None, 'status': 'ok'}
   start = time.perf_counter()
   try:
-    task = loop.open_task(config)
+    task = tasks.open_task(config)
     record['length'] = task.spec.max_len // max(task.spec.num_segments, 1)
     record['params'] = param_count(configuration.model_config(config, task.spec))
     result = loop.train(config, os.path.join(outdir, 'runs', f'{name}_{family}'))

@@ -26,6 +26,7 @@ from experiments.configs import selective_copying
 from seqjax.data.pipeline import make_iterator
 from seqjax.models.registry import build_model
 from seqjax.training import configuration, loop, mesh as mesh_lib, optimizer as opt_lib
+from seqjax.training import tasks
 from seqjax.training.state import init_state
 from seqjax.training.steps import make_train_step
 
@@ -56,7 +57,7 @@ def full_loop_seconds(data_dir: str, num_steps: int) -> float:
 
 def bare_step_seconds(data_dir: str, steps: int) -> float:
   config = bench_config(data_dir, steps)
-  task = loop.open_task(config)
+  task = tasks.open_task(config)
   model_cfg = configuration.model_config(config, task.spec)
   model = build_model(model_cfg)
   tx, schedule = opt_lib.make_optimizer(config)

@@ -23,6 +23,7 @@ import jax
 import tqdm
 
 from experiments.comparison import training
+from seqjax.training import tasks
 
 
 def default_workers() -> int:
@@ -43,7 +44,7 @@ def prepare(job: dict[str, Any]) -> None:
       config.seed = seed
       opened = config.copy_and_resolve_references()
       opened.task_options.update(dict(options))
-      task = training.loop.open_task(opened)
+      task = tasks.open_task(opened)
       for split in task.spec.splits:  # tasks generate their data on first use
         task.dataset(split)
 

@@ -27,7 +27,7 @@ from seqjax.data.errors import DatasetNotPreparedError
 from seqjax.data.pipeline import make_iterator
 from seqjax.data.registry import get_task
 from seqjax.models.registry import build_model
-from seqjax.training import configuration, loop, mesh as mesh_lib, optimizer as opt_lib
+from seqjax.training import configuration, mesh as mesh_lib, optimizer as opt_lib, tasks
 from seqjax.training.state import init_state
 from seqjax.training.steps import make_train_step
 
@@ -89,7 +89,7 @@ def train_step_throughput(config, repeats: int, seed: int = 0) -> dict[str, floa
   init compile would cost as much as the step's. The state is not donated, so every
   timed call starts alike.
   """
-  task = loop.open_task(config)
+  task = tasks.open_task(config)
   model_cfg = configuration.model_config(config, task.spec)
   model = build_model(model_cfg)
   optimizer, schedule = opt_lib.make_optimizer(config)

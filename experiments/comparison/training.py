@@ -28,7 +28,7 @@ from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.flops import forward_flops_per_token
 from seqjax.models.sizing import match_d_model, param_count
-from seqjax.training import loop
+from seqjax.training import loop, tasks
 from seqjax.training.sweep import select_learning_rate, train_sweep
 
 
@@ -104,7 +104,7 @@ def train_run(task: str, family: str, *, workdir: str, target_params: int, steps
   config = experiment_config(task, family, steps=steps, seed=seed,
                              target_params=target_params, **kwargs)
   result = loop.train(config, workdir)
-  task_obj = loop.open_task(config)
+  task_obj = tasks.open_task(config)
   spec = task_obj.spec
   if not keep_checkpoints:
     shutil.rmtree(os.path.join(workdir, loop.CHECKPOINT_DIR), ignore_errors=True)

@@ -39,7 +39,7 @@ from seqjax.data.pipeline import make_iterator
 from seqjax.models.registry import build_model
 from seqjax.training import configuration, losses, mesh as mesh_lib, optimizer as opt_lib
 from seqjax.training.errors import UserError
-from seqjax.training.loop import evaluate_params, open_task
+from seqjax.training.tasks import evaluate_params, open_task
 from seqjax.training.state import init_state
 from seqjax.training.steps import make_eval_step, make_train_step
 

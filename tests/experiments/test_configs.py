@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from experiments import evaluate as evaluate_lib
 from seqjax.data.registry import get_task, task_names
 from seqjax.data.tokenizers import tokenizer_from_dict
-from seqjax.training import configuration, loop
+from seqjax.training import configuration, loop, tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = os.path.join(REPO, 'experiments', 'configs')
@@ -105,12 +105,12 @@ def test_text_file_run_reuses_its_tokenizer(tmp_path):
   assert set(first['test']) >= {'loss', 'bits_per_char', 'perplexity', 'token_accuracy'}
   assert 'sequence_accuracy' not in first['test']
   assert first['test']['bits_per_char'] == pytest.approx(first['test']['loss'] / np.log(2))
-  saved = loop.saved_task_metadata(workdir)['tokenizer']
+  saved = tasks.saved_task_metadata(workdir)['tokenizer']
   # Same length (so the data stream itself can resume), one new character in every line.
   path.write_text(TEXT.replace('question', 'quest§on'), encoding='utf-8')
   config.num_steps = 3
   loop.train(config, workdir)  # resumes: same vocabulary, so the same model shape
-  assert loop.saved_task_metadata(workdir)['tokenizer'] == saved
+  assert tasks.saved_task_metadata(workdir)['tokenizer'] == saved
   assert '§' not in tokenizer_from_dict(saved).vocab
   result = evaluate_lib.evaluate(workdir, 'latest', 'test')
   assert result['step'] == 3 and np.isfinite(result['bits_per_char'])
