@@ -20,17 +20,20 @@ conv ``U(+-1/sqrt(4))`` (PyTorch's Conv1d default); projections LeCun normal, no
 
 Params: ``in_proj/kernel`` ``[d_model, 2E + 2N + H]`` (z, x, B, C, dt), ``conv1d/w``
 ``[4, E + 2N]``, ``conv1d/b``, ``dt_bias``, ``A_log``, ``D`` ``[H]``, ``norm/scale``
-``[E]``, ``out_proj/kernel`` ``[E, d_model]``.
+``[E]``, ``out_proj/kernel`` ``[E, d_model]``: the authors' PyTorch ``Mamba2`` (and
+``Mamba2Simple``) with ``expand=2``, ``ngroups=1`` and their other defaults, one to one
+(:func:`mamba2_params_from_torch`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
@@ -157,3 +160,77 @@ class Mamba2(nn.Module):
     x, dt, a, b, c = self._ssd_inputs(xbc, dt)
     h, y = ssd_step(state['ssm'], x * dt[..., None], a, b, c)
     return {'conv': conv, 'ssm': h}, self._output(y, x, z)
+
+
+def mamba2_params_from_torch(weights: Mapping[str, Any], *, d_state: int) -> dict:
+  """state-spaces/mamba's PyTorch ``Mamba2`` / ``Mamba2Simple`` state dict -> :class:`Mamba2`
+  params.
+
+  Reference: ``mamba_ssm/modules/mamba2.py`` (``Mamba2``), ``mamba2_simple.py``,
+  ``ssd_minimal.py`` (the SSD), ``ops/triton/layernorm_gated.py`` (``RMSNorm``,
+  ``rms_norm_ref``). Same names, ``nn.Linear`` ``weight`` ``[out, in]`` transposed:
+
+  * ``in_proj.weight`` ``[2E + 2N + H, d_model]`` -> ``in_proj/kernel``; both pack the
+    outputs in the order z ``[E]``, x ``[E]``, B ``[N]``, C ``[N]``, dt ``[H]``.
+  * ``conv1d.weight`` ``[E + 2N, 1, W]`` -> ``conv1d/w`` ``[W, E + 2N]`` (tap ``W - 1`` on
+    the current token in both), ``conv1d.bias`` -> ``conv1d/b``.
+  * ``dt_bias``, ``A_log``, ``D`` ``[H]`` as they are (``A = -exp(A_log)``,
+    ``dt = softplus(dt + dt_bias)`` in both).
+  * ``norm.weight`` ``[E]`` (their gated ``RMSNorm``, ``norm(y * SiLU(z))``, eps 1e-5,
+    one group) -> ``norm/scale``.
+  * ``out_proj.weight`` ``[d_model, E]`` -> ``out_proj/kernel``.
+
+  Representable: ``expand=2``, ``ngroups=1``, ``d_ssm=None``, ``rmsnorm=True``,
+  ``norm_before_gate=False``, ``D_has_hdim=False``, ``bias=False``, ``conv_bias=True``, no
+  ``learnable_init_states`` (``Mamba2Simple``); any ``headdim`` (``H = 2 d_model /
+  headdim``), ``d_state`` and ``d_conv``. Other settings give other shapes, extra or
+  missing keys, and raise ``ValueError`` naming the key -- except three that a state dict
+  does not show: ``ngroups * d_state`` is all the shapes fix (so ``d_state`` is required:
+  with it, a multi-group checkpoint is refused instead of misread), ``norm_before_gate``
+  and ``dt_limit`` (must be the default ``(0, inf)``: seqjax does not clamp ``dt``).
+  Keys may carry a common prefix (e.g. ``backbone.layers.0.mixer.``). Returns float32
+  NumPy arrays; build ``Mamba2(d_model, num_heads=H, mamba2_d_state=N, conv_width=W)``.
+  """
+  names = ('in_proj.weight', 'conv1d.weight', 'conv1d.bias', 'dt_bias', 'A_log', 'D',
+           'norm.weight', 'out_proj.weight')
+  prefix = next((k[:-len('in_proj.weight')] for k in weights
+                 if k.endswith('in_proj.weight')), '')
+  unknown = sorted(k for k in weights
+                   if not k.startswith(prefix) or k[len(prefix):] not in names)
+  if unknown:
+    raise ValueError(f'torch Mamba2 weights {unknown} have no counterpart in Mamba2')
+  w = {}
+  for name in names:
+    if prefix + name not in weights:
+      raise ValueError(f'torch Mamba2 weights are missing {prefix + name!r}')
+    w[name] = np.asarray(weights[prefix + name], np.float32)
+  for name, ndim in (('in_proj.weight', 2), ('conv1d.weight', 3), ('dt_bias', 1)):
+    if w[name].ndim != ndim:
+      raise ValueError(f'torch weight {prefix + name!r} has shape {w[name].shape}, '
+                       f'expected {ndim} dimensions')
+  d = w['in_proj.weight'].shape[1]
+  e, h = 2 * d, w['dt_bias'].shape[0]
+  channels, width = w['conv1d.weight'].shape[0], w['conv1d.weight'].shape[-1]
+  n = (channels - e) // 2
+  if channels - e != 2 * d_state:
+    raise ValueError(f"torch weight {prefix + 'conv1d.weight'!r} has {channels} channels, "
+                     f'expected E + 2 d_state = {e + 2 * d_state}: Mamba2 has one B/C group '
+                     '(ngroups=1)')
+  if n <= 0 or (channels - e) % 2:
+    raise ValueError(f"torch weight {prefix + 'conv1d.weight'!r} has {channels} channels, "
+                     f'expected E + 2N with E = 2 d_model = {e} and N > 0 (expand=2)')
+  if e % h:
+    raise ValueError(f"torch weight {prefix + 'dt_bias'!r} has {h} heads, which do not "
+                     f'divide E = {e}')
+  shapes = {'in_proj.weight': (2 * e + 2 * n + h, d),
+            'conv1d.weight': (e + 2 * n, 1, width), 'conv1d.bias': (e + 2 * n,),
+            'A_log': (h,), 'D': (h,), 'norm.weight': (e,), 'out_proj.weight': (d, e)}
+  for name, shape in shapes.items():
+    if w[name].shape != shape:
+      raise ValueError(f'torch weight {prefix + name!r} has shape {w[name].shape}, '
+                       f'expected {shape} (expand=2, ngroups=1, d_state={n}, heads={h})')
+  return {'in_proj': {'kernel': w['in_proj.weight'].T.copy()},
+          'conv1d': {'w': w['conv1d.weight'][:, 0].T.copy(), 'b': w['conv1d.bias']},
+          'dt_bias': w['dt_bias'], 'A_log': w['A_log'], 'D': w['D'],
+          'norm': {'scale': w['norm.weight']},
+          'out_proj': {'kernel': w['out_proj.weight'].T.copy()}}

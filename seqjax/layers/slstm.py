@@ -28,17 +28,20 @@ recurrent default and a forget bias in their range).
 
 Params: ``conv1d/w`` ``[4, d_model]``, ``conv1d/b``; ``igate``, ``fgate``, ``zgate``,
 ``ogate`` ``/w`` ``[heads, d, d]``; ``recurrent_kernel`` ``[heads, d, 4, d]`` (gate order
-i, f, z, o); ``bias`` ``[4, d_model]``; ``group_norm/weight`` ``[d_model]``.
+i, f, z, o); ``bias`` ``[4, d_model]``; ``group_norm/weight`` ``[d_model]``: the authors'
+PyTorch ``sLSTMLayer`` one to one, up to the names of two gate projections
+(:func:`slstm_params_from_torch`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
@@ -177,3 +180,85 @@ class SLSTM(nn.Module):
     cell = {k: state[k] for k in ('h', 'c', 'n', 'm')}
     cell = slstm_cell(cell, self._pre(x_t, conv_out), *self._params())
     return {**cell, 'conv': conv}, self._output(cell['h'])
+
+
+def slstm_params_from_torch(weights: Mapping[str, Any], *, backend: str = 'vanilla') -> dict:
+  """NX-AI xlstm's PyTorch ``sLSTMLayer`` state dict -> :class:`SLSTM` params.
+
+  Reference: ``xlstm/blocks/slstm/layer.py`` (``sLSTMLayer``), ``cell.py``
+  (``sLSTMCellBase``, ``sLSTMCell_vanilla``, ``sLSTMCell_cuda``), ``src/vanilla/slstm.py``
+  (the pointwise step), ``xlstm/components/{conv,linear_headwise,ln}.py``. Supported: the
+  default ``function='slstm'``, ``conv1d_kernel_size > 0``, ``group_norm_weight=True``.
+
+  The mapping (``D = d_model``, ``d = D / heads``, ``W`` the conv width):
+
+  * ``conv1d.conv.weight`` ``[D, 1, W]`` -> ``conv1d/w`` ``[W, D]`` (tap ``W - 1`` on the
+    current token in both); ``conv1d.conv.bias`` -> ``conv1d/b``.
+  * ``{i,f,z,o}gate.weight`` ``[heads, d_out, d_in]`` -> ``{.}gate/w`` ``[heads, d_in,
+    d_out]``, with one renaming: their ``sLSTMLayer.forward`` feeds ``fgate``'s output to
+    the cell's *input* gate and ``igate``'s to its *forget* gate (``i, f, z, o =
+    fgate(x_conv), igate(x_conv), zgate(x), ogate(x)``), so torch ``fgate.weight`` goes to
+    ``igate/w`` and torch ``igate.weight`` to ``fgate/w``. Both projections read
+    ``SiLU(conv(x))`` in either code, so the function is unchanged.
+  * ``slstm_cell._recurrent_kernel_`` -> ``recurrent_kernel`` ``[heads, d_in, 4, d_out]``,
+    which is their backend-independent ("external") layout. The state dict holds the
+    backend's internal layout: ``backend='vanilla'`` ``[heads, 4 d, d]`` (gate, out, in),
+    ``backend='cuda'`` ``[heads, d, 4 d]`` (in, gate, out).
+  * ``slstm_cell._bias_`` ``[4 D]`` -> ``bias`` ``[4, D]``: gate-major (gate, head, unit)
+    for ``vanilla``, head-major (head, gate, unit) for ``cuda``. The two have the same
+    shape, so the backend the checkpoint was written with must be passed.
+  * ``group_norm.weight`` ``w`` -> ``group_norm/weight`` ``1 + w`` (their
+    ``MultiHeadLayerNorm`` has a residual weight; both use eps 1e-5 and no bias).
+
+  The gate order inside the kernel and bias (i, f, z, o), the sigmoid forget gate, the
+  stabiliser and the start (their zero state with the ``n == 0`` special case; seqjax's
+  ``m_0 = -inf``) agree. Their ``min(exp(.), 1)`` on the gates does not change the result
+  (``m_t`` is the max; at the first step it can clip ``f``, which multiplies zeros). Not
+  visible in a state dict, so not checked: ``function`` (``'lstm'`` has the same
+  shapes and different equations) and dropout (inactive in eval). Keys may carry a common
+  prefix. Unknown or missing keys (``conv1d_kernel_size=0`` or ``group_norm_weight=False``
+  leave some out) and wrong shapes raise ``ValueError`` naming the key. Returns float32
+  NumPy arrays; build ``SLSTM(d_model=D, num_heads=heads, conv_width=W)``.
+  """
+  if backend not in ('vanilla', 'cuda'):
+    raise ValueError(f"backend={backend!r} must be 'vanilla' or 'cuda'")
+  names = ('conv1d.conv.weight', 'conv1d.conv.bias', 'igate.weight', 'fgate.weight',
+           'zgate.weight', 'ogate.weight', 'slstm_cell._recurrent_kernel_',
+           'slstm_cell._bias_', 'group_norm.weight')
+  anchor = 'slstm_cell._recurrent_kernel_'
+  prefix = next((k[:-len(anchor)] for k in weights if k.endswith(anchor)), '')
+  unknown = sorted(k for k in weights
+                   if not k.startswith(prefix) or k[len(prefix):] not in names)
+  if unknown:
+    raise ValueError(f'torch sLSTMLayer weights {unknown} have no counterpart in SLSTM')
+  w = {}
+  for name in names:
+    if prefix + name not in weights:
+      raise ValueError(f'torch sLSTMLayer weights are missing {prefix + name!r}')
+    w[name] = np.asarray(weights[prefix + name], np.float32)
+  if w['ogate.weight'].ndim != 3:
+    raise ValueError(f"torch weight {prefix + 'ogate.weight'!r} has shape "
+                     f"{w['ogate.weight'].shape}, expected [heads, d, d]")
+  heads, d = w['ogate.weight'].shape[:2]
+  dm, width = heads * d, w['conv1d.conv.weight'].shape[-1]
+  shapes = {'conv1d.conv.weight': (dm, 1, width), 'conv1d.conv.bias': (dm,),
+            **{f'{g}gate.weight': (heads, d, d) for g in 'ifzo'},
+            anchor: (heads, 4 * d, d) if backend == 'vanilla' else (heads, d, 4 * d),
+            'slstm_cell._bias_': (4 * dm,), 'group_norm.weight': (dm,)}
+  for name, shape in shapes.items():
+    if w[name].shape != shape:
+      raise ValueError(f'torch weight {prefix + name!r} has shape {w[name].shape}, '
+                       f'expected {shape} ({backend} backend)')
+  if backend == 'vanilla':
+    recurrent = w[anchor].reshape(heads, 4, d, d).transpose(0, 3, 1, 2)
+    bias = w['slstm_cell._bias_'].reshape(4, dm)
+  else:
+    recurrent = w[anchor].reshape(heads, d, 4, d)
+    bias = w['slstm_cell._bias_'].reshape(heads, 4, d).transpose(1, 0, 2).reshape(4, dm)
+  gate = lambda name: {'w': np.swapaxes(w[f'{name}.weight'], 1, 2).copy()}
+  return {'conv1d': {'w': w['conv1d.conv.weight'][:, 0].T.copy(),
+                     'b': w['conv1d.conv.bias']},
+          'igate': gate('fgate'), 'fgate': gate('igate'),      # their swap, see above
+          'zgate': gate('zgate'), 'ogate': gate('ogate'),
+          'recurrent_kernel': recurrent.copy(), 'bias': bias.copy(),
+          'group_norm': {'weight': 1.0 + w['group_norm.weight']}}

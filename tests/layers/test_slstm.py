@@ -1,7 +1,8 @@
 """The sLSTM layer against a float64 NumPy loop of the xLSTM paper's equations (Beck et al.
 2024, eqs. 8-17, stabilised as in eq. 15), with block-diagonal recurrent weights; the
-xLSTM[a:1] block pattern. Streaming, padding, causality and compile size are the mixer
-contract's (tests/layers/test_mixer_contract.py)."""
+xLSTM[a:1] block pattern; the authors' PyTorch ``sLSTMLayer`` state dict converts one to
+one (against a NumPy transcription of their forward). Streaming, padding, causality and
+compile size are the mixer contract's (tests/layers/test_mixer_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from seqjax.layers.mlstm import MLSTM
-from seqjax.layers.slstm import SLSTM
+from seqjax.layers.slstm import SLSTM, slstm_params_from_torch
 from seqjax.models.config import ModelConfig
 from seqjax.models.families import FAMILIES
 
@@ -82,3 +84,79 @@ def test_xlstm_places_one_slstm_block_per_group():
   assert kinds(6, 2) == 'msmmsm'
   assert kinds(3, 0) == 'sss'
   assert isinstance(FAMILIES['xlstm'].build(ModelConfig(model='xlstm'), False, 1), nn.Module)
+
+
+def _np_torch_slstm_layer(sd, x):
+  """NX-AI's ``sLSTMLayer.forward`` (eval, vanilla backend, ``function='slstm'``)
+  transcribed in float64 NumPy from their state-dict layout (xlstm/blocks/slstm/layer.py,
+  cell.py, src/vanilla/{__init__,slstm}.py, components/{conv,linear_headwise,ln}.py)."""
+  b, s, dm = x.shape
+  w = sd['conv1d.conv.weight']                                 # [D, 1, KS], nn.Conv1d
+  pad = w.shape[-1] - 1
+  xp = np.pad(x.transpose(0, 2, 1), ((0, 0), (0, 0), (pad, pad)))   # (B, F, T) both sides
+  y = np.stack([(xp[:, :, t:t + pad + 1] * w[:, 0]).sum(-1) for t in range(s + pad)], -1)
+  x_conv = (y + sd['conv1d.conv.bias'][:, None])[:, :, :-pad].transpose(0, 2, 1)
+  x_conv = x_conv / (1 + np.exp(-x_conv))                      # SiLU
+
+  def headwise(v, wt):                                         # LinearHeadwiseExpand
+    v = v.reshape(b, s, wt.shape[0], -1)
+    return np.einsum('...hd,hod->...ho', v, wt).reshape(b, s, -1)
+
+  i, f, z, o = (headwise(x_conv, sd['fgate.weight']), headwise(x_conv, sd['igate.weight']),
+                headwise(x, sd['zgate.weight']), headwise(x, sd['ogate.weight']))
+  gates_in = np.concatenate([i, f, z, o], -1)                  # [B, S, 4 D]
+  r, bias = sd['slstm_cell._recurrent_kernel_'], sd['slstm_cell._bias_']
+  nh, hd = r.shape[0], r.shape[2]
+  wx = gates_in.reshape(b, s, 4, nh, hd).transpose(1, 0, 2, 3, 4).reshape(s, b, -1)  # SBGNH
+  states = np.zeros((4, b, dm))
+  outs = []
+  for wx_t in wx:
+    ry = (states[0].reshape(b, nh, 1, hd) @ r.transpose(0, 2, 1).reshape(1, nh, hd, 4 * hd)
+          ).reshape(b, nh, 4, hd).transpose(0, 2, 1, 3).reshape(b, -1)
+    raw = wx_t + ry + bias
+    y_, c, n, m = states
+    iraw, fraw, zraw, oraw = (raw.reshape(b, 4, -1)[:, g] for g in range(4))
+    logfplusm = m - np.logaddexp(0, -fraw)
+    mnew = iraw if np.all(n == 0.0) else np.maximum(iraw, logfplusm)
+    igate = np.minimum(np.exp(iraw - mnew), 1.0)
+    fgate = np.minimum(np.exp(logfplusm - mnew), 1.0)
+    cnew = fgate * c + igate * np.tanh(zraw)
+    nnew = fgate * n + igate
+    states = np.stack([1 / (1 + np.exp(-oraw)) * cnew / nnew, cnew, nnew, mnew])
+    outs.append(states[0])
+  h = np.stack(outs).reshape(s, b, nh, hd).transpose(1, 2, 0, 3)     # BNSH
+  g = h.transpose(0, 2, 1, 3).reshape(b * s, nh, hd)                 # group_norm, NH groups
+  g = (g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + 1e-5)
+  g = g.reshape(b * s, dm) * (1.0 + sd['group_norm.weight'])
+  return g.reshape(b, s, dm)
+
+
+def test_nx_ai_torch_state_dict_converts_one_to_one():
+  rng = np.random.default_rng(7)
+  shapes = {'conv1d.conv.weight': (D, 1, 4), 'conv1d.conv.bias': (D,),
+            **{f'{g}gate.weight': (HEADS, DH, DH) for g in 'ifzo'},
+            'slstm_cell._recurrent_kernel_': (HEADS, 4 * DH, DH),
+            'slstm_cell._bias_': (4 * D,), 'group_norm.weight': (D,)}
+  pre = 'xlstm.'                                           # as inside their xLSTMBlock
+  sd = {pre + k: (rng.normal(size=v) * 0.6).astype(np.float32) for k, v in shapes.items()}
+  x = rng.normal(size=(B, T, D)).astype(np.float32)
+  params = slstm_params_from_torch(sd)
+  got = SLSTM(D, num_heads=HEADS).apply({'params': params}, x)
+  want = _np_torch_slstm_layer({k[len(pre):]: v.astype(np.float64) for k, v in sd.items()},
+                               x.astype(np.float64))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # The CUDA backend stores the same weights in its own internal layout (their
+  # _recurrent_kernel_int2ext / _ext2int and _bias_* transcribed): same params.
+  r_ext = sd[pre + 'slstm_cell._recurrent_kernel_'].reshape(HEADS, 4, DH, DH).transpose(
+      0, 3, 1, 2)
+  b_ext = sd[pre + 'slstm_cell._bias_'].reshape(4, HEADS, DH).transpose(1, 0, 2)
+  cuda = {**sd, pre + 'slstm_cell._recurrent_kernel_': r_ext.reshape(HEADS, DH, 4 * DH),
+          pre + 'slstm_cell._bias_': b_ext.reshape(-1)}
+  jax.tree.map(np.testing.assert_array_equal, slstm_params_from_torch(cuda, backend='cuda'),
+               params)
+  with pytest.raises(ValueError, match=r"\['xlstm.igate.bias'\] have no counterpart"):
+    slstm_params_from_torch({**sd, 'xlstm.igate.bias': np.zeros(D)})
+  with pytest.raises(ValueError, match="missing 'xlstm.group_norm.weight'"):
+    slstm_params_from_torch({k: v for k, v in sd.items() if 'group_norm' not in k})
+  with pytest.raises(ValueError, match='_recurrent_kernel_.*cuda backend'):
+    slstm_params_from_torch(sd, backend='cuda')
