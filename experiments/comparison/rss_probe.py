@@ -15,6 +15,27 @@ from experiments.comparison.measure import lm_functions
 from experiments.comparison.suite import SUITES, model_config
 
 
+def peak_rss_mib() -> float:
+  """This process's peak resident set size, in MiB.
+
+  On Linux, ``VmHWM`` in ``/proc/self/status`` belongs to the address space, which
+  ``exec`` replaces, so it counts this program alone. ``getrusage``'s ``ru_maxrss`` does
+  not: the kernel keeps it across ``execve``, starting from the parent's peak at ``fork``,
+  so a probe started by a large driver reported the driver's peak (3304 MiB for every
+  model in the 2026-12-01 standard run). ``ru_maxrss`` stays the fallback where there is
+  no ``/proc`` (KiB on Linux, bytes on macOS).
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024  # kB
+  except OSError:
+    pass
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 2**20 if sys.platform == 'darwin' else peak / 1024
+
+
 def main(spec: str) -> None:
   args = json.loads(spec)
   suite = SUITES[args['suite']]
@@ -23,7 +44,7 @@ def main(spec: str) -> None:
     cfg = model_config(suite, args['family'], max_len=length + 1, **args['overrides'])
     params, tokens, grad_fn, _ = lm_functions(cfg, 1, length + 1, args['seed'])
     jax.block_until_ready(jax.jit(grad_fn)(params, tokens))
-    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+    peaks.append(peak_rss_mib())
   print(json.dumps(peaks))
 
 
