@@ -24,7 +24,7 @@ from experiments import cli
 from experiments.comparison import (interpret, longrange, memory, order, positions,
                                     published, realtext, scale, speed, streaming)
 from experiments.comparison.report import environment, headline, protocol, write_report
-from experiments.comparison.suite import FAMILIES, SUITES
+from experiments.comparison.suite import COMPARABLE, FAMILIES, SUITES
 from seqjax.data.errors import DataError
 from seqjax.training.errors import UserError
 
@@ -39,7 +39,8 @@ _SUITE = flags.DEFINE_enum('suite', 'quick', list(SUITES),
                            'rate grid, training to criterion; < 60 min on a 2-core CPU), '
                            'full (the papers\' lengths, 5 seeds; accelerators), smoke '
                            '(seconds; for tests).')
-_FAMILIES = flags.DEFINE_list('families', list(FAMILIES), 'Families to compare.')
+_FAMILIES = flags.DEFINE_list('families', list(FAMILIES),
+                              f'Families to compare, from {list(COMPARABLE)}.')
 _ONLY = flags.DEFINE_list('only', list(EXPERIMENTS),
                           f'Experiments to run (each also runs alone), from '
                           f'{list(EXPERIMENTS)}.')
@@ -67,7 +68,7 @@ _TEXT_CSV = flags.DEFINE_string('text_csv', None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  for name, values, valid in (('--families', _FAMILIES.value, FAMILIES),
+  for name, values, valid in (('--families', _FAMILIES.value, COMPARABLE),
                               ('--only', _ONLY.value, list(EXPERIMENTS))):
     unknown = sorted(set(values) - set(valid))
     if unknown or not values:

@@ -31,6 +31,17 @@ VARIANTS = [
     ('transformer encoder, rope', 'transformer', {'causal': False, 'positions': 'rope'}),
     ('transformer decoder (causal), no positions', 'transformer', {'positions': 'none'}),
 ]
+
+
+def variants(families: list[str]) -> list[tuple[str, str, dict]]:
+  """The ``VARIANTS`` of the requested families (the BiLSTM comes with the LSTM), then
+  every other requested family as it is built by default."""
+  listed = {family for _, family, _ in VARIANTS}
+  return ([v for v in VARIANTS if v[1] in families or (v[1] == 'bilstm' and
+                                                       'lstm' in families)] +
+          [(family, family, {}) for family in families if family not in listed])
+
+
 LENGTH, NUM_SEQUENCES, NUM_PERMUTATIONS = 32, 8, 4
 
 
@@ -48,9 +59,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   tokens = rng.integers(1, suite.vocab_size, (NUM_SEQUENCES, LENGTH)).astype(np.int32)
   perms = [rng.permutation(LENGTH) for _ in range(NUM_PERMUTATIONS)]
   records = []
-  for label, family, overrides in VARIANTS:
-    if family not in families and not (family == 'bilstm' and 'lstm' in families):
-      continue
+  for label, family, overrides in variants(families):
     cfg = model_config(suite, family, max_len=LENGTH, head='classifier', num_classes=8,
                        pooling='mean', **overrides)
     model = build_model(cfg)

@@ -26,7 +26,7 @@ from experiments.comparison import cells, plots, pool, stats
 from experiments.comparison.order import output_change
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.scoring import SOLVED
-from experiments.comparison.suite import Suite
+from experiments.comparison.suite import Suite, whole_input_classifier
 from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
@@ -43,11 +43,6 @@ TRANSFORMER_VARIANTS = [
     ('transformer decoder (causal), no positions', {'causal': True, 'positions': 'none',
                                                     'pooling': 'last'}),
 ]
-# Order-aware families trained as reference points when asked for.
-RECURRENT = ('lstm', 'bilstm', 'gru', 's4d', 'mamba')
-# Those trained in their bidirectional form (seqjax.layers.bidirectional), as the
-# Transformer encoders and the bidirectional LSTM are.
-BOTH_WAYS = ('s4d', 'mamba')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,19 +79,20 @@ SIZES = {
 
 
 def variants(families: list[str]) -> list[tuple[str, str, dict]]:
-  """``(label, family, model overrides)`` for the requested families. The LSTM comes
-  with its bidirectional form too, the one that reads the whole input like the
-  Transformer encoders (the article's classifier is a BiLSTM); S4D and Mamba are trained
-  reading both ways only."""
+  """``(label, family, model overrides)`` for the requested families: the Transformer
+  variants above, and every other family as the classifier that reads the whole input
+  (``suite.whole_input_classifier``), as the Transformer encoders do. The LSTM comes in
+  both forms: the article's bidirectional one and the forward one."""
   out = []
   if 'transformer' in families:
     out += [(label, 'transformer', overrides) for label, overrides in TRANSFORMER_VARIANTS]
-  wanted = list(families) + (['bilstm'] if 'lstm' in families else [])
-  for family in dict.fromkeys(wanted):
-    if family in BOTH_WAYS:  # the classifier reads the whole input in every family
-      out.append((f'{family} (both ways)', family, {'causal': False}))
-    elif family in RECURRENT:
-      out.append((family, family, {}))
+  for family in families:
+    if family == 'transformer':
+      continue
+    if family == 'lstm':
+      out.append(('lstm', 'lstm', {}))
+    model, overrides = whole_input_classifier(family)
+    out.append((f'{model} (both ways)' if overrides else model, model, overrides))
   return out
 
 

@@ -8,7 +8,7 @@ import os
 from experiments.comparison import plots
 from experiments.comparison.measure import lm_functions, timed
 from experiments.comparison.report import Finding, markdown_table
-from experiments.comparison.suite import Suite, model_config
+from experiments.comparison.suite import REVIVAL, Suite, model_config
 
 # How each SSM runs a whole sequence: its recurrence as a sequential and as a parallel
 # (associative) scan, and S4D's default FFT convolution with its SSM kernel. Mamba's
@@ -18,12 +18,15 @@ from experiments.comparison.suite import Suite, model_config
 # memory-efficient chunked (online-softmax) one, which is the faster at long lengths.
 TRANSFORMER_ATTENTIONS = {'exact': {'impl': 'attention:exact'},
                           'chunked': {'impl': 'attention:chunked'}}
+# Hawk's RG-LRU is a diagonal linear recurrence too, run by the same scans.
 SSM_SCANS = {
     's4d': {'sequential': {'impl': 's4d:scan,scan:sequential'},
             'associative': {'impl': 's4d:scan,scan:associative'},
             'convolution': {'impl': 's4d:convolution'}},
     'mamba': {'sequential': {'impl': 'selective_scan:fused'},
               'associative': {'impl': 'selective_scan:materialized,scan:associative'}},
+    'hawk': {'sequential': {'impl': 'scan:sequential'},
+             'associative': {'impl': 'scan:associative'}},
 }
 
 
@@ -115,7 +118,8 @@ def _verdict(records, suite) -> str:
     t = suite.speed_lengths[-1]
     parts.append(f'Chunked / exact attention time at T={t}: '
                  f'{_at(records, chunked, t) / _at(records, exact, t):.2f}.')
-  for family in ('s4d', 'mamba'):
+  parts += _revival(records, suite)
+  for family in SSM_SCANS:
     seq, par = f'{family} (sequential scan)', f'{family} (associative scan)'
     if {seq, par} <= models:
       t = suite.speed_lengths[-1]
@@ -138,3 +142,17 @@ def _verdict(records, suite) -> str:
                    f'{ratio:.2f}x the time of the sequential scan at T={t}.')
   head = (outcomes[0] if len(set(outcomes)) == 1 else 'mixed') if outcomes else 'not measured'
   return f'{head.capitalize()}. ' + ' '.join(parts)
+
+
+def _revival(records, suite) -> list[str]:
+  """The recurrent revival against the LSTM at the longest length: does dropping the
+  hidden-to-hidden matmul from the gates (min_gru, min_lstm, hawk, mlstm, mamba2) buy
+  the speed the LSTM lacks, and does the sLSTM, which keeps it, pay like the LSTM?"""
+  t = suite.speed_lengths[-1]
+  lstm = _at(records, 'lstm', t)
+  revival = [m for m in dict.fromkeys(r['model'] for r in records)
+             if m.split(' ')[0] in REVIVAL]
+  if lstm is None or not revival:
+    return []
+  return [f'Recurrent revival, step time / LSTM step time at T={t}: ' +
+          ', '.join(f'{m} {_at(records, m, t) / lstm:.2f}' for m in revival) + '.']

@@ -16,10 +16,28 @@ import functools
 from typing import Any
 
 from seqjax.models.config import ModelConfig
+from seqjax.models.families import FAMILIES as REGISTRY
 from seqjax.models.sizing import match_d_model
 
-# The families the article's table is about, plus the SSMs it points to.
+# The families the article's table is about, plus the SSMs it points to (the default).
 FAMILIES = ('lstm', 'transformer', 's4d', 'mamba')
+# The recurrent revival (2024): gated recurrences without a hidden-to-hidden matmul in
+# their gates (min_gru, min_lstm, hawk, mlstm, mamba2), with one (slstm), and mixes
+# (xlstm: mLSTM and sLSTM blocks; griffin: RG-LRU and local attention). Opt in with
+# ``--families``; every experiment handles them.
+REVIVAL = ('min_gru', 'min_lstm', 'mlstm', 'slstm', 'xlstm', 'hawk', 'griffin', 'mamba2')
+# What ``--families`` accepts.
+COMPARABLE = FAMILIES + ('gru',) + REVIVAL
+
+
+def whole_input_classifier(family: str) -> tuple[str, dict[str, Any]]:
+  """``(model, overrides)`` of ``family``'s classifier that reads the whole input, as
+  the article's bidirectional LSTM does: the BiLSTM for the LSTM, a Transformer encoder
+  (no causal mask), and every family that can run both ways in its bidirectional form
+  (``seqjax.layers.bidirectional``); a causal-only family (the GRU) reads forward."""
+  if family == 'lstm':
+    return 'bilstm', {}
+  return family, ({'causal': False} if False in REGISTRY[family].causal else {})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 
 from experiments.comparison import memory, order, speed, streaming
 from experiments.comparison.report import environment, growth_exponent, write_report
-from experiments.comparison.suite import SUITES
+from experiments.comparison.suite import REVIVAL, SUITES
 
 SMOKE = SUITES['smoke']
 
@@ -90,6 +90,22 @@ def test_memory_records_are_positive_and_exact_attention_grows_faster(report_dir
   assert growth('transformer') > growth('transformer (chunked attention)')
 
 
+def test_rss_probe_counts_its_own_process_not_its_parent():
+  """A probe started by a process holding 1 GiB reports its own peak: Linux carries
+  ``ru_maxrss`` across fork + exec, which made every model's probe report the driver's
+  peak."""
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  ballast = np.ones(2**27)  # 1 GiB, touched
+  probe = subprocess.run(
+      [sys.executable, '-c', 'from experiments.comparison.rss_probe import peak_rss_mib; '
+       'import numpy as np; before = peak_rss_mib(); x = np.ones(2**25); '
+       'print(before, peak_rss_mib())'], cwd=repo, capture_output=True, text=True,
+      check=True)
+  before, after = map(float, probe.stdout.split())
+  assert ballast[-1] == 1.0 and before < 768, before   # jax + numpy, not the parent's GiB
+  assert 200 < after - before < 300                     # the child's own 256 MiB
+
+
 def test_streaming_and_speed_rows_cover_the_grid(report_dir):
   _, findings = report_dir
   stream, speed_finding = findings[2], findings[3]
@@ -116,6 +132,27 @@ def test_speed_verdict_needs_both_attentions():
   assert 'Chunked / exact attention time at T=64: 2.50' in verdict
   exact_only = [r for r in records if 'chunked' not in r['model']]
   assert speed._verdict(exact_only, SMOKE).startswith('Supported.')
+
+
+def test_revival_families_join_the_order_test(tmp_path):
+  """A family without variants of its own joins the permutation test as built: Griffin,
+  whose local attention has RoPE, and minGRU are not order-blind. (Two of the eight, to
+  keep the suite short; every family's causality is the mixer contract's.)"""
+  assert set(REVIVAL) >= {'griffin', 'min_gru'}
+  finding = order.run(SMOKE, ['griffin', 'min_gru'], str(tmp_path), seed=0)
+  assert [r['model'] for r in finding.records] == ['griffin', 'min_gru']
+  assert all(r['relative_change'] > 1e-3 for r in finding.records), finding.records
+
+
+def test_speed_verdict_puts_the_revival_against_the_lstm():
+  times = {'lstm': (10.0, 40.0), 'transformer (exact attention)': (5.0, 20.0),
+           'min_gru': (2.0, 4.0), 'slstm': (12.0, 60.0)}
+  records = [{'model': m, 'seq_len': t, 'ms_per_step': ms[i]}
+             for m, ms in times.items() for i, t in enumerate(SMOKE.speed_lengths)]
+  assert ('step time / LSTM step time at T=64: min_gru 0.10, slstm 1.50.'
+          in speed._verdict(records, SMOKE))
+  assert [label for label, _ in speed.variants(['hawk', 'mlstm'])] == [
+      'hawk (sequential scan)', 'hawk (associative scan)', 'mlstm']
 
 
 @pytest.mark.parametrize('flags,needle', [

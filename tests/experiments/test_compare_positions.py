@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments.comparison import positions
-from experiments.comparison.suite import SUITES
+from experiments.comparison.suite import REVIVAL, SUITES
 from seqjax.data.registry import get_task
 from seqjax.models.registry import build_model
 
@@ -100,7 +100,10 @@ def test_order_aware_variants_are_not_invariant(finding):
 def test_recurrent_families_join_as_reference_points():
   planned = positions.variants(['lstm', 'transformer', 'mamba'])
   labels = [label for label, _, _ in planned]
-  assert labels[-3:] == ['lstm', 'mamba (both ways)', 'bilstm'] and len(labels) == 8
+  assert labels[-3:] == ['lstm', 'bilstm', 'mamba (both ways)'] and len(labels) == 8
   # The SSMs read the whole input, as the encoders and the bidirectional LSTM do.
-  assert planned[-2][2] == {'causal': False}
+  assert planned[-1][2] == {'causal': False}
   assert positions.variants(['s4d']) == [('s4d (both ways)', 's4d', {'causal': False})]
+  # So does every family of the recurrent revival; the causal-only GRU reads forward.
+  assert positions.variants([*REVIVAL, 'gru']) == [
+      *((f'{f} (both ways)', f, {'causal': False}) for f in REVIVAL), ('gru', 'gru', {})]
