@@ -109,6 +109,12 @@ def train(config, workdir: str) -> dict[str, Any]:
       if lead:
         ensure_writable(workdir)
         stack.enter_context(WorkdirLock(workdir))
+        # Orbax's CheckpointManager syncs all processes at points that depend on whether
+        # the directory exists (a read-only one, for the saved tokenizer, only if it
+        # does): made here, before any process looks, every process takes the same path.
+        # (A slow process 1 once found the directory process 0 had just created and
+        # met it at a different barrier: "sync_global_devices name mismatch".)
+        os.makedirs(os.path.join(workdir, CHECKPOINT_DIR), exist_ok=True)
 
     multihost.lead_first('workdir', claim_workdir, what='locking the workdir',
                          interrupt=PREEMPTION.check)
