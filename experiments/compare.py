@@ -34,9 +34,9 @@ EXPERIMENTS = {'speed': speed.run, 'memory': memory.run, 'streaming': streaming.
                'interpret': interpret.run, 'scale': scale.run, 'realtext': realtext.run}
 
 _SUITE = flags.DEFINE_enum('suite', 'quick', list(SUITES),
-                           'Problem sizes and budgets: quick (a preview, < 20 min on a '
+                           'Problem sizes and budgets: quick (a preview, target 20 min on a '
                            '2-core CPU), standard (the one to cite: 3 seeds, a learning-'
-                           'rate grid, training to criterion; < 60 min on a 2-core CPU), '
+                           'rate grid, training to criterion; 91 min on a 2-core CPU), '
                            'full (the papers\' lengths, 5 seeds; accelerators), smoke '
                            '(seconds; for tests).')
 _FAMILIES = flags.DEFINE_list('families', list(FAMILIES),
