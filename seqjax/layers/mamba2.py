@@ -33,10 +33,10 @@ from typing import Any, ClassVar, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
+from seqjax.layers.torch_weights import named_weights
 from seqjax.ops.ssd import ssd_chunked, ssd_step
 from seqjax.ops.switch import AUTO, Switch
 
@@ -193,17 +193,7 @@ def mamba2_params_from_torch(weights: Mapping[str, Any], *, d_state: int) -> dic
   """
   names = ('in_proj.weight', 'conv1d.weight', 'conv1d.bias', 'dt_bias', 'A_log', 'D',
            'norm.weight', 'out_proj.weight')
-  prefix = next((k[:-len('in_proj.weight')] for k in weights
-                 if k.endswith('in_proj.weight')), '')
-  unknown = sorted(k for k in weights
-                   if not k.startswith(prefix) or k[len(prefix):] not in names)
-  if unknown:
-    raise ValueError(f'torch Mamba2 weights {unknown} have no counterpart in Mamba2')
-  w = {}
-  for name in names:
-    if prefix + name not in weights:
-      raise ValueError(f'torch Mamba2 weights are missing {prefix + name!r}')
-    w[name] = np.asarray(weights[prefix + name], np.float32)
+  prefix, w = named_weights(weights, names, module='Mamba2', target='Mamba2')
   for name, ndim in (('in_proj.weight', 2), ('conv1d.weight', 3), ('dt_bias', 1)):
     if w[name].ndim != ndim:
       raise ValueError(f'torch weight {prefix + name!r} has shape {w[name].shape}, '

@@ -43,6 +43,7 @@ import numpy as np
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense, MultiHeadNorm
+from seqjax.layers.torch_weights import named_weights
 from seqjax.ops import mlstm as cell
 from seqjax.ops.switch import AUTO, Switch
 
@@ -188,18 +189,8 @@ def mlstm_params_from_torch(weights: Mapping[str, Any]) -> dict:
            'conv1d.conv.weight', 'conv1d.conv.bias', 'mlstm_cell.igate.weight',
            'mlstm_cell.igate.bias', 'mlstm_cell.fgate.weight', 'mlstm_cell.fgate.bias',
            'mlstm_cell.outnorm.weight', 'learnable_skip', 'proj_down.weight')
-  prefix = next((k[:-len('proj_up.weight')] for k in weights
-                 if k.endswith('proj_up.weight')), '')
-  unknown = sorted(k for k in weights
-                   if not k.startswith(prefix) or k[len(prefix):] not in names)
-  if unknown:
-    raise ValueError(f'torch mLSTMLayer weights {unknown} have no counterpart in MLSTM '
-                     '(supported: bias=False)')
-  w = {}
-  for name in names:
-    if prefix + name not in weights:
-      raise ValueError(f'torch mLSTMLayer weights are missing {prefix + name!r}')
-    w[name] = np.asarray(weights[prefix + name], np.float32)
+  prefix, w = named_weights(weights, names, module='mLSTMLayer', target='MLSTM',
+                            note=' (supported: bias=False)')
   e2, d = w['proj_up.weight'].shape
   e, heads = e2 // 2, w['mlstm_cell.igate.weight'].shape[0]
   width = w['conv1d.conv.weight'].shape[-1]

@@ -38,11 +38,11 @@ from typing import Any, ClassVar, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense
+from seqjax.layers.torch_weights import named_weights
 from seqjax.ops.scan import SCAN, linear_scan
 from seqjax.ops.switch import AUTO, Switch
 
@@ -208,17 +208,7 @@ def hawk_params_from_torch(weights: Mapping[str, Any]) -> dict:
            'linear_out.weight', 'linear_out.bias', 'conv_1d.w', 'conv_1d.b',
            'rg_lru.a_param', 'rg_lru.input_gate.w', 'rg_lru.input_gate.b',
            'rg_lru.a_gate.w', 'rg_lru.a_gate.b')
-  prefix = next((k[:-len('linear_y.weight')] for k in weights
-                 if k.endswith('linear_y.weight')), '')
-  unknown = sorted(k for k in weights if k[len(prefix):] not in names or
-                   not k.startswith(prefix))
-  if unknown:
-    raise ValueError(f'torch RecurrentBlock weights {unknown} have no counterpart in Hawk')
-  w = {}
-  for name in names:
-    if prefix + name not in weights:
-      raise ValueError(f'torch RecurrentBlock weights are missing {prefix + name!r}')
-    w[name] = np.asarray(weights[prefix + name], np.float32)
+  prefix, w = named_weights(weights, names, module='RecurrentBlock', target='Hawk')
   e, d = w['linear_x.weight'].shape
   heads = w['rg_lru.a_gate.w'].shape[0]
   shapes = {'linear_y.weight': (e, d), 'linear_y.bias': (e,), 'linear_x.bias': (e,),

@@ -46,6 +46,7 @@ import numpy as np
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense, MultiHeadNorm
+from seqjax.layers.torch_weights import named_weights
 from seqjax.ops.switch import AUTO, Switch
 
 Array = jax.Array
@@ -226,16 +227,7 @@ def slstm_params_from_torch(weights: Mapping[str, Any], *, backend: str = 'vanil
            'zgate.weight', 'ogate.weight', 'slstm_cell._recurrent_kernel_',
            'slstm_cell._bias_', 'group_norm.weight')
   anchor = 'slstm_cell._recurrent_kernel_'
-  prefix = next((k[:-len(anchor)] for k in weights if k.endswith(anchor)), '')
-  unknown = sorted(k for k in weights
-                   if not k.startswith(prefix) or k[len(prefix):] not in names)
-  if unknown:
-    raise ValueError(f'torch sLSTMLayer weights {unknown} have no counterpart in SLSTM')
-  w = {}
-  for name in names:
-    if prefix + name not in weights:
-      raise ValueError(f'torch sLSTMLayer weights are missing {prefix + name!r}')
-    w[name] = np.asarray(weights[prefix + name], np.float32)
+  prefix, w = named_weights(weights, names, module='sLSTMLayer', target='SLSTM')
   if w['ogate.weight'].ndim != 3:
     raise ValueError(f"torch weight {prefix + 'ogate.weight'!r} has shape "
                      f"{w['ogate.weight'].shape}, expected [heads, d, d]")
