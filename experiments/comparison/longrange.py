@@ -33,6 +33,7 @@ class Difficulty:
   """One task's sweep: ``option`` takes ``values`` (easy to hard) with ``fixed`` options.
 
   ``tied``: options that take the same value as ``option`` (MQAR queries every pair).
+  ``scaled``: options set to a multiple of the value (MQAR's length: 3 tokens per pair).
   ``widths``: train at each of these ``d_model`` instead of a parameter target (MQAR).
   ``test_lengths``: also score each run on its test split at these ``seq_len`` values.
   ``steps``: a budget of the task's own (the same for every family), else the suite's.
@@ -42,12 +43,14 @@ class Difficulty:
   values: tuple[int, ...]
   fixed: dict[str, int] = dataclasses.field(default_factory=dict)
   tied: tuple[str, ...] = ()
+  scaled: dict[str, int] = dataclasses.field(default_factory=dict)
   widths: tuple[int, ...] = ()
   test_lengths: tuple[int, ...] = ()
   steps: int = 0          # this task's budget, when not the suite's (0)
 
   def options(self, value: int) -> dict[str, int]:
-    return {**self.fixed, **{name: value for name in (self.option, *self.tied)}}
+    return {**self.fixed, **{name: value for name in (self.option, *self.tied)},
+            **{name: factor * value for name, factor in self.scaled.items()}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,16 +64,21 @@ class Sizes:
   num_train: int
 
 
-def _mqar(seq_len: int, pairs: tuple[int, ...], widths: tuple[int, ...]) -> Difficulty:
-  # Keys and values from vocabularies of their own (Zoology's split), 4x the most pairs.
-  return Difficulty('num_pairs', pairs, {'seq_len': seq_len, 'num_keys': 4 * max(pairs),
-                                         'num_values': 4 * max(pairs)},
-                    tied=('num_queries',), widths=widths)
+def _mqar(seq_len: int | None, pairs: tuple[int, ...],
+          widths: tuple[int, ...]) -> Difficulty:
+  """MQAR with ``pairs`` key-value pairs, each queried once, in ``seq_len`` tokens (None:
+  the shortest that holds them, 3 per pair, as Zoology grows the length with the pairs).
+  Keys and values come from vocabularies of their own (Zoology's split), 4x the most
+  pairs."""
+  vocab = {'num_keys': 4 * max(pairs), 'num_values': 4 * max(pairs)}
+  length = {'seq_len': seq_len} if seq_len else {}
+  return Difficulty('num_pairs', pairs, {**length, **vocab}, tied=('num_queries',),
+                    scaled={} if seq_len else {'seq_len': 3}, widths=widths)
 
 
 SIZES = {
     'smoke': Sizes(
-        tasks={'mqar': _mqar(12, (2,), (8, 12)),
+        tasks={'mqar': _mqar(None, (2,), (8, 12)),
                'induction_heads': Difficulty('seq_len', (8,), {'num_symbols': 4},
                                              test_lengths=(16,)),
                'adding': Difficulty('seq_len', (8,))},
@@ -100,7 +108,7 @@ SIZES = {
         tasks={'copying': Difficulty('delay', (5, 10, 20), {'num_tokens': 5}, steps=2000),
                'selective_copying': Difficulty('seq_len', (16, 32, 64),
                                                {'num_tokens': 4}),
-               'mqar': _mqar(32, (4, 8), (32, 48, 64)),
+               'mqar': _mqar(None, (4, 8), (32, 48, 64)),
                'induction_heads': Difficulty('seq_len', (32,), {'num_symbols': 16},
                                              test_lengths=(64, 128, 256))},
         steps=1200, eval_every=100, target_params=40_000, num_layers=2, batch_size=32,
@@ -168,23 +176,32 @@ def _tuning_setting(diff: Difficulty) -> tuple[int, int | None]:
 
 def _train(planned, sizes: Sizes, suite: Suite) -> list[dict[str, Any]]:
   """The records of ``planned`` cells, in order. With ``suite.tune_once_per_task``,
-  the cells at each task's tuning setting train first with the whole grid; every other
-  cell then trains its seeds with the rate its (task, family) chose there."""
+  the cells at each task's tuning setting train first with the whole grid; as soon as one
+  has chosen its (task, family)'s rate, that pair's other cells start with it (their
+  seeds only), while the remaining tuning cells train on the other workers."""
   if not suite.tune_once_per_task:
     return pool.run_cells([job for job, _ in planned], suite.workers)
-  tuning = {i for i, (job, labels) in enumerate(planned)
+  tuning = [i for i, (job, labels) in enumerate(planned)
             if (labels['difficulty'], labels['width']) ==
-            _tuning_setting(sizes.tasks[job['task']])}
-  records = dict(zip(sorted(tuning), pool.run_cells(
-      [planned[i][0] for i in sorted(tuning)], suite.workers)))
-  chosen = {(r['task'], r['family']): (r['learning_rate'], i) for i, r in records.items()}
-  rest = [i for i in range(len(planned)) if i not in tuning]
-  jobs = [dict(planned[i][0], learning_rates=(
-      chosen[planned[i][0]['task'], planned[i][0]['family']][0],)) for i in rest]
-  records.update(zip(rest, pool.run_cells(jobs, suite.workers)))
-  for i, record in records.items():
-    task, family = record['task'], record['family']
-    source = planned[chosen[task, family][1]][1]
+            _tuning_setting(sizes.tasks[job['task']])]
+  order = list(tuning)  # planned index of every job, in run_cells's order
+  chosen = {}
+
+  def dependents(index: int, record: dict[str, Any]) -> list[dict[str, Any]]:
+    if index >= len(tuning):
+      return []
+    source = tuning[index]
+    pair = (record['task'], record['family'])
+    chosen[pair] = (record['learning_rate'], source)
+    rest = [i for i in range(len(planned)) if i not in tuning and
+            (planned[i][0]['task'], planned[i][0]['family']) == pair]
+    order.extend(rest)
+    return [dict(planned[i][0], learning_rates=(record['learning_rate'],)) for i in rest]
+
+  results = pool.run_cells([planned[i][0] for i in tuning], suite.workers, dependents)
+  records = dict(zip(order, results))
+  for record in records.values():
+    source = planned[chosen[record['task'], record['family']][1]][1]
     record['lr_tuned_at'] = _setting(source)
     record['learning_rates'] = list(suite.learning_rates)  # the grid it was chosen from
   return [records[i] for i in range(len(planned))]
@@ -284,7 +301,10 @@ def _summary(records, sizes: Sizes, suite: Suite) -> str:
            '`lr_tuned_at`), and reused at its other settings; '
            if suite.tune_once_per_task else 'in every cell; ') +
           f'families matched to ~{sizes.target_params:,} parameters ({sizes.num_layers} '
-          'layers), except on MQAR, where every family has the same width (Zoology). '
+          'layers), except on MQAR, where every family has the same width (Zoology). ' +
+          ''.join(f'{task}\'s {name} is {factor} x its {diff.option}. '
+                  for task, diff in sizes.tasks.items()
+                  for name, factor in diff.scaled.items()) +
           '`score`: test score of the chosen rate, mean [min-max] over seeds '
           '(accuracy; adding: 1 - MSE/(1/6)). `MFLOP/token`: forward FLOPs per token at '
           'the task length, counted from the traced program.\n\n' +

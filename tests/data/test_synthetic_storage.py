@@ -52,9 +52,10 @@ def test_files_are_array_record_and_read_back_through_tfds(tmp_path):
 
 
 def test_small_splits_are_decoded_once_and_large_ones_stay_on_disk(tmp_path, monkeypatch):
-  """A split that fits ``IN_MEMORY_BYTES`` is read from its files on the first open only
-  (the same examples as the files hold, checked above and here); a larger one is read
-  from the files at every open. A pickled task (a worker's copy) carries no examples."""
+  """A split that fits ``IN_MEMORY_BYTES`` is decoded from its files on the first open
+  only: later opens, and other processes (a pickled task, as a worker gets it), load the
+  decoded copy saved beside the files, with the same examples as the files hold. A
+  damaged copy is decoded again; a larger split is read from the files at every open."""
   base = synthetic_base
   reads = []
   original = base.SyntheticBuilder.as_data_source
@@ -68,22 +69,37 @@ def test_small_splits_are_decoded_once_and_large_ones_stay_on_disk(tmp_path, mon
   first = [task.open('train')[i] for i in range(SIZES['num_train'])]
   again = [task.open('train')[i] for i in range(SIZES['num_train'])]
   assert reads == ['train']
-  for a, b in zip(first, again):
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
   clone = pickle.loads(pickle.dumps(task))
-  clone.open('train')
+  from_copy = [clone.open('train')[i] for i in range(SIZES['num_train'])]
+  assert reads == ['train']
+  source = tfds.data_source(task.metadata['tfds_name'], split='train', data_dir=tmp_path,
+                            download=False)
+  for i, (a, b, c) in enumerate(zip(first, again, from_copy)):
+    assert a.keys() == b.keys() == c.keys() == {'inputs', 'targets', 'weights'}
+    for key in a:
+      np.testing.assert_array_equal(np.asarray(source[i][key]), a[key])
+      assert a[key].dtype == b[key].dtype == c[key].dtype
+      np.testing.assert_array_equal(a[key], b[key])
+      np.testing.assert_array_equal(a[key], c[key])
+
+  copy, = tmp_path.glob('seqjax_copying/*/1.0.0/decoded-train.npz')
+  copy.write_bytes(copy.read_bytes()[:40])  # truncated
+  damaged = pickle.loads(pickle.dumps(task))
+  for i, example in enumerate(damaged.open('train')):
+    np.testing.assert_array_equal(example['inputs'], first[i]['inputs'])
   assert reads == ['train', 'train']
 
   monkeypatch.setattr(base, 'IN_MEMORY_BYTES', 1)  # every split is now "too large"
-  task = TASKS['copying'](data_dir=tmp_path, seed=2, **SIZES, **SMALL)
+  task = TASKS['copying'](data_dir=tmp_path, seed=3, **SIZES, **SMALL)
   task.open('test'), task.open('test')
   assert reads[2:] == ['test', 'test']
+  assert not list(tmp_path.glob('seqjax_copying/*seed3/1.0.0/decoded-*'))
 
 
 def test_second_factory_call_reuses_prepared_data(tmp_path, monkeypatch):
   TASKS['adding'](data_dir=tmp_path, seq_len=10, **SIZES).open('train')
-  before = _files(tmp_path)
   first = TASKS['adding'](data_dir=tmp_path, seq_len=10, **SIZES).open('test')[0]
+  before = _files(tmp_path)
 
   def fail(*args, **kwargs):
     raise AssertionError('data was generated again')

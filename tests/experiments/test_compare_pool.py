@@ -1,0 +1,29 @@
+"""``pool.map_jobs``: results in job order, follow-up jobs started as their parent
+finishes (serially and on two worker processes), and a failing job stops the pool."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.comparison import pool
+
+
+def _follow(index, result):
+  # Each first-generation job spawns one follow-up that names its parent's index.
+  return [{'n': result['n'] + 10, 'parent': index}] if result['n'] < 10 else []
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_follow_up_jobs_run_and_come_back_after_the_jobs(workers):
+  # ``dict`` is a picklable module-level function: dict(**job) returns the job.
+  results = pool.map_jobs(dict, [{'n': 0}, {'n': 1}, {'n': 2}], workers, then=_follow)
+  assert results[:3] == [{'n': 0}, {'n': 1}, {'n': 2}]
+  assert sorted(r['n'] for r in results[3:]) == [10, 11, 12]
+  for follow_up in results[3:]:
+    assert results[follow_up['parent']]['n'] + 10 == follow_up['n']
+  assert pool.map_jobs(dict, [{'n': 5}, {'n': 6}], workers) == [{'n': 5}, {'n': 6}]
+
+
+def test_a_failing_job_raises_its_error():
+  with pytest.raises(TypeError):
+    pool.map_jobs(int, [{'bogus': 1}, {'bogus': 2}], 2)
