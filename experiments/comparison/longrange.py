@@ -92,7 +92,7 @@ SIZES = {
     'quick': Sizes(
         tasks={'copying': Difficulty('delay', (5,), {'num_tokens': 5}),
                'selective_copying': Difficulty('seq_len', (32,), {'num_tokens': 4}),
-               'mqar': _mqar(32, (8,), (64,)),
+               'mqar': _mqar(None, (8,), (64,)),
                'induction_heads': Difficulty('seq_len', (32,), {'num_symbols': 16},
                                              test_lengths=(64, 128)),
                'adding': Difficulty('seq_len', (50,))},

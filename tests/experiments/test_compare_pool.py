@@ -1,7 +1,11 @@
 """``pool.map_jobs``: results in job order, follow-up jobs started as their parent
-finishes (serially and on two worker processes), and a failing job stops the pool."""
+finishes (serially and on two worker processes), a failing job stops the pool, and each
+worker is pinned to a core of its own."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import pytest
 
@@ -27,3 +31,18 @@ def test_follow_up_jobs_run_and_come_back_after_the_jobs(workers):
 def test_a_failing_job_raises_its_error():
   with pytest.raises(TypeError):
     pool.map_jobs(int, [{'bogus': 1}, {'bogus': 2}], 2)
+
+
+def _cores_after_a_pause(seconds):
+  time.sleep(seconds)  # long enough that each worker takes one job
+  return sorted(os.sched_getaffinity(0))
+
+
+def test_each_worker_gets_a_core_of_its_own():
+  available = sorted(os.sched_getaffinity(0))
+  got = pool.map_jobs(_cores_after_a_pause, [{'seconds': 2.0}, {'seconds': 2.0}], 2)
+  if len(available) >= 2:
+    assert all(len(cores) == 1 and cores[0] in available for cores in got)
+    assert got[0] != got[1]
+  else:  # fewer cores than workers: nothing is pinned
+    assert got == [available, available]
