@@ -88,7 +88,8 @@ SIZES = {
     # an LSTM copies 5 tokens over a delay of 5 (0.99 at 1400 steps, rate 1e-2) but not
     # over 20 (0.31 at best); Mamba solves selective copying at length 64 (700-1300
     # steps) where S4D stays near 0.5; on MQAR (32 tokens, 8 pairs) attention needs a
-    # width of 32 (one rate, 1200 steps) and fails at 16 within the budget.
+    # width of 32 (one rate, 1200 steps) and fails at 16 within the budget. MQAR has
+    # had 3 tokens per pair since 2026-12-01 (24 tokens for 8 pairs; was 32).
     'quick': Sizes(
         tasks={'copying': Difficulty('delay', (5,), {'num_tokens': 5}),
                'selective_copying': Difficulty('seq_len', (32,), {'num_tokens': 4}),
@@ -98,12 +99,13 @@ SIZES = {
                'adding': Difficulty('seq_len', (50,))},
         steps=400, eval_every=100, target_params=40_000, num_layers=2, batch_size=32,
         num_train=4000),
-    # Sized from a 100-step probe of every cell, which estimated 30-35 min; run end to
-    # end on 2026-12-01 it took 65 min on two workers (experiments/results/standard):
-    # cells that never reach the criterion (LSTM and S4D on all of MQAR, Mamba on most)
-    # train the whole budget, and MQAR was 56 % of the worker time. The calibration
-    # above puts the LSTM's break between delays 5 and 20, as measured (learned at 5,
-    # by 1 of 3 seeds at 10, not at 20).
+    # Run end to end on 2026-12-01 (experiments/results/standard): at revision fde2f89,
+    # with 32-token MQAR, this row took 65 min on two workers (MQAR 56 % of the worker
+    # time: the cells that never reach the criterion, LSTM and S4D on all of MQAR, train
+    # the whole budget); at b08d15f, MQAR at 3 tokens per pair, data decoded once and
+    # workers pinned, 52 min (6,096 worker-seconds, MQAR 43 %) on a CPU then running
+    # the timing rows 23-43 % slower. The calibration above puts the LSTM's copying
+    # break between delays 5 and 20.
     'standard': Sizes(
         tasks={'copying': Difficulty('delay', (5, 10, 20), {'num_tokens': 5}, steps=2000),
                'selective_copying': Difficulty('seq_len', (16, 32, 64),
