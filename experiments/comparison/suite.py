@@ -2,10 +2,10 @@
 
 ``quick`` (target 20 minutes on a 2-core CPU; not yet re-timed with 2 seeds) is a
 preview: 2 seeds, one learning rate, short budgets; its trained verdicts say "preview"
-wherever a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h 31
-min measured on 2026-12-01, long-range 65 min of it) is the one to cite: 3 seeds, a
-3-point learning-rate grid chosen on validation, training to criterion, difficulty
-sweeps. ``full`` runs the papers' lengths with 5 seeds, for accelerators. ``smoke`` is
+wherever a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h
+20 min measured on 2026-12-01 at b08d15f, long-range 52 min of it) is the one to cite: 3
+seeds, a 3-point learning-rate grid chosen on validation, training to criterion,
+difficulty sweeps. ``full`` runs the papers' lengths with 5 seeds, for accelerators. ``smoke`` is
 for the tests. Every experiment reads only its own fields, and keeps per-suite sizes of
 its own (``SIZES[suite.name]``, read through ``Suite.sized``) where it needs more.
 """
