@@ -311,7 +311,8 @@ class _Opener:
       files = grain.MapDataset.source(builder.as_data_source(split))
       if not len(files):
         return files
-      example_bytes = sum(np.asarray(v).nbytes for v in files[0].values())
+      # Sized as served (after the reader: Pathfinder's uint8 pixels become float32).
+      example_bytes = sum(np.asarray(v).nbytes for v in reader(files[0]).values())
       if example_bytes * len(files) > IN_MEMORY_BYTES:
         return files.map(reader)
       examples = [files[i] for i in range(len(files))]
