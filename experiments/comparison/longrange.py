@@ -170,41 +170,81 @@ def _cost(job: dict[str, Any]) -> float:
   return length * (job.get('d_model') or 64) * (4 if job['family'] == 'mamba' else 1)
 
 
-def _tuning_setting(diff: Difficulty) -> tuple[int, int | None]:
-  """``(difficulty, width)`` where a task's rate is chosen: its hardest value, at its
-  largest width."""
-  return diff.values[-1], max(diff.widths) if diff.widths else None
+def _tuning_walk(diff: Difficulty) -> list[tuple[int, int | None]]:
+  """The ``(difficulty, width)`` settings where a task's rate may be chosen, in the order
+  tried: hardest first, at the largest width (MQAR)."""
+  width = max(diff.widths) if diff.widths else None
+  return [(value, width) for value in reversed(diff.values)]
+
+
+def _learned_something(record: dict[str, Any]) -> bool:
+  """Whether the tuning seed's best rate got at least halfway from chance to the
+  criterion on validation: a rate choice made where no rate did is made on noise."""
+  first = record['seeds'][0]
+  best = max(m['validation_score'] for m in record['members'] if m['seed'] == first)
+  return best >= record['chance'] + 0.5 * (SOLVED - record['chance'])
 
 
 def _train(planned, sizes: Sizes, suite: Suite) -> list[dict[str, Any]]:
-  """The records of ``planned`` cells, in order. With ``suite.tune_once_per_task``,
-  the cells at each task's tuning setting train first with the whole grid; as soon as one
-  has chosen its (task, family)'s rate, that pair's other cells start with it (their
-  seeds only), while the remaining tuning cells train on the other workers."""
+  """The records of ``planned`` cells, in order.
+
+  With ``suite.tune_once_per_task`` the rate is chosen once per (task, family): at the
+  task's hardest setting where the first seed's best rate learned something
+  (``_learned_something``), walking to easier settings while none did, and at the
+  easiest if none ever does. Each setting on the walk trains the whole grid on the first
+  seed (the cell's other seeds with its own choice); as soon as the walk stops, the
+  pair's other cells start with the chosen rate (their seeds only), and cells on the walk
+  that chose another rate train again with it. (A rate chosen where every rate fails
+  flipped between two runs that differed only in rounding: the LSTM's copying rate at
+  delay 20, 1e-2 in one run and 3e-3 in the next.)"""
   if not suite.tune_once_per_task:
     return pool.run_cells([job for job, _ in planned], suite.workers)
-  tuning = [i for i, (job, labels) in enumerate(planned)
-            if (labels['difficulty'], labels['width']) ==
-            _tuning_setting(sizes.tasks[job['task']])]
-  order = list(tuning)  # planned index of every job, in run_cells's order
-  chosen = {}
 
-  def dependents(index: int, record: dict[str, Any]) -> list[dict[str, Any]]:
-    if index >= len(tuning):
+  def pair(i):
+    return planned[i][0]['task'], planned[i][0]['family']
+
+  walks: dict[tuple[str, str], list[int]] = {}  # planned indices, in walking order
+  for task, diff in sizes.tasks.items():
+    for setting in _tuning_walk(diff):
+      for i, (job, labels) in enumerate(planned):
+        if job['task'] == task and (labels['difficulty'], labels['width']) == setting:
+          walks.setdefault(pair(i), []).append(i)
+  order = [walk[0] for walk in walks.values()]  # planned index of every job run
+  tried: dict[tuple[str, str], list[tuple[int, dict]]] = {}
+  chosen: dict[tuple[str, str], tuple[float, int]] = {}
+
+  def then(index: int, record: dict[str, Any]) -> list[dict[str, Any]]:
+    i = order[index]
+    key = pair(i)
+    if key in chosen:  # a cell trained with the chosen rate
       return []
-    source = tuning[index]
-    pair = (record['task'], record['family'])
-    chosen[pair] = (record['learning_rate'], source)
-    rest = [i for i in range(len(planned)) if i not in tuning and
-            (planned[i][0]['task'], planned[i][0]['family']) == pair]
+    tried.setdefault(key, []).append((i, record))
+    walk = walks[key]
+    if not _learned_something(record) and walk.index(i) + 1 < len(walk):
+      easier = walk[walk.index(i) + 1]
+      order.append(easier)
+      return [planned[easier][0]]
+    rate = record['learning_rate']
+    chosen[key] = (rate, i)
+    done = {j for j, _ in tried[key]}
+    rest = [j for j in range(len(planned)) if pair(j) == key and j not in done]
+    rest += [j for j, r in tried[key] if r['learning_rate'] != rate]
     order.extend(rest)
-    return [dict(planned[i][0], learning_rates=(record['learning_rate'],)) for i in rest]
+    return [dict(planned[j][0], learning_rates=(rate,)) for j in rest]
 
-  results = pool.run_cells([planned[i][0] for i in tuning], suite.workers, dependents)
-  records = dict(zip(order, results))
+  results = pool.run_cells([planned[i][0] for i in order], suite.workers, then)
+  records = {}
+  for i, record in zip(order, results):
+    records[i] = record  # a cell trained again with the chosen rate replaces its first
   for record in records.values():
-    source = planned[chosen[record['task'], record['family']][1]][1]
-    record['lr_tuned_at'] = _setting(source)
+    key = record['task'], record['family']
+    record['lr_tuned_at'] = _setting(planned[chosen[key][1]][1])
+    record['lr_walk'] = [  # every choice made on the way, with the first seed's scores
+        {'setting': _setting(planned[j][1]), 'learning_rate': r['learning_rate'],
+         'learned_something': _learned_something(r),
+         'validation_scores': {m['learning_rate']: m['validation_score']
+                               for m in r['members'] if m['seed'] == r['seeds'][0]}}
+        for j, r in tried[key]]
     record['learning_rates'] = list(suite.learning_rates)  # the grid it was chosen from
   return [records[i] for i in range(len(planned))]
 
@@ -299,8 +339,9 @@ def _summary(records, sizes: Sizes, suite: Suite) -> str:
           f'once the validation score reaches {SOLVED} (checked every '
           f'{sizes.eval_every} steps); {len(suite.seed_list)} seeds per cell, the '
           f'learning rate chosen from {list(suite.learning_rates)} on validation ' +
-          ('once per task and family, at the task\'s hardest setting (column '
-           '`lr_tuned_at`), and reused at its other settings; '
+          ('once per task and family, at the task\'s hardest setting where the first '
+           'seed\'s best rate got halfway from chance to the criterion (else the easiest; '
+           'column `lr_tuned_at`), and reused at its other settings; '
            if suite.tune_once_per_task else 'in every cell; ') +
           f'families matched to ~{sizes.target_params:,} parameters ({sizes.num_layers} '
           'layers), except on MQAR, where every family has the same width (Zoology). ' +

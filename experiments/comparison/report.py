@@ -103,8 +103,13 @@ def protocol(suite: Suite) -> str:
                        'mean over seeds') +
       '. The test scores reported are that rate\'s, for every seed.' +
       (' In the long-range sweeps (section 4) the choice is made once per task and '
-       'family, at the task\'s hardest setting (its largest width on MQAR), and reused at '
-       'its other settings, which train their seeds with that rate only.'
+       'family and reused at the task\'s other settings, which train their seeds with '
+       'that rate only. It is made at the hardest setting (at the largest width on MQAR) '
+       'where the first seed\'s best rate gets at least halfway from chance to the '
+       'criterion on validation, trying easier settings in turn while none does, and at '
+       'the easiest if none ever does: a choice among rates that all fail is a choice '
+       'made on rounding noise. Every choice on the way is kept (`lr_walk` in '
+       '`results.json`).'
        if suite.tune_once_per_task else ''),
       '- **Stopping.** A run stops when its validation score reaches the task\'s '
       'criterion (accuracy 0.99; adding problem: 99 % of the predict-the-mean error '

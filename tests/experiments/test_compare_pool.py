@@ -46,3 +46,18 @@ def test_each_worker_gets_a_core_of_its_own():
     assert got[0] != got[1]
   else:  # fewer cores than workers: nothing is pinned
     assert got == [available, available]
+
+
+def test_a_cell_computes_the_same_numbers_pinned_and_unpinned(tmp_path, monkeypatch):
+  # XLA:CPU splits a step's arithmetic by the size of its thread pool; unpinned on two
+  # cores it would use two threads and round differently from a worker pinned to one.
+  monkeypatch.setenv('SEQJAX_DATA_DIR', str(tmp_path))
+  job = dict(task='copying', family='lstm', seeds=[0], learning_rates=[1e-2], steps=30,
+             eval_every=30, task_options={'delay': 8, 'num_tokens': 4},
+             model_overrides={'num_layers': 1}, d_model=96, batch_size=16,
+             num_train=64, num_validation=32, num_test=32)
+  pinned = pool.run_cells([job], 1)
+  monkeypatch.setattr(pool, '_worker_cores', lambda workers: [])
+  unpinned = pool.run_cells([job, job], 2)
+  losses = [r['test_metrics'][0]['loss'] for r in pinned + unpinned]
+  assert losses[0] == losses[1] == losses[2]
