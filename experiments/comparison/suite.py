@@ -3,7 +3,7 @@
 ``quick`` (target 20 minutes on a 2-core CPU; not yet re-timed with 2 seeds) is a
 preview: 2 seeds, one learning rate, short budgets; its trained verdicts say "preview"
 wherever a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h
-20 min measured on 2026-12-01 at b08d15f, long-range 52 min of it) is the one to cite: 3
+20 min measured on 2026-12-01 at b08d15f and at 4a50f89, long-range 52 min of it) is the one to cite: 3
 seeds, a 3-point learning-rate grid chosen on validation, training to criterion,
 difficulty sweeps. ``full`` runs the papers' lengths with 5 seeds, for accelerators. ``smoke`` is
 for the tests. Every experiment reads only its own fields, and keeps per-suite sizes of
@@ -63,7 +63,7 @@ class Suite:
   # setting, and train every other setting of the task with it (its seeds only).
   tune_once_per_task: bool = False
   preview: bool = False         # verdicts say "preview" where a run did not converge
-  workers: int = 0              # training processes; 0 = pool.default_workers()
+  workers: int | None = None    # training processes (None: pool.default_workers(); 0: here)
   first_seed: int = 0           # seeds are first_seed, first_seed + 1, ...
   # Caps for trying a suite end to end on small hardware (0 = none): every training
   # budget and every synthetic split size. A capped run is not the suite's result.
@@ -110,7 +110,7 @@ SUITES = {
     'smoke': Suite(name='smoke', target_params=20_000, num_layers=1, vocab_size=32,
                    batch_size=2, speed_lengths=(16, 64), memory_lengths=(16, 64, 256),
                    stream_contexts=(16, 128), repeats=1, max_d_model=256, seeds=2,
-                   learning_rates=(1e-3, 1e-2), preview=True, workers=1,
+                   learning_rates=(1e-3, 1e-2), preview=True, workers=0,
                    tune_once_per_task=True),
     'full': Suite(name='full', target_params=5_000_000, num_layers=4, vocab_size=256,
                   batch_size=8, speed_lengths=(128, 256, 512, 1024, 2048, 4096),
