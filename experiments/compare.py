@@ -57,9 +57,11 @@ _MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Cap the synthetic train
                                      'test splits at this many examples (0 = the '
                                      'suite\'s).', lower_bound=0)
 _WORKERS = flags.DEFINE_integer('workers', None, 'Processes that train cells side by side '
-                                '(default: one per CPU core on CPU, up to 4; 1 on an '
-                                'accelerator). Timing experiments always run alone.',
-                                lower_bound=1)
+                                '(default: one per CPU core on CPU, up to 4; on an '
+                                'accelerator, none). 0 trains in this process, for '
+                                'debugging (on CPU its last bits differ from the '
+                                'workers\', which compute with one thread each). Timing '
+                                'experiments always run alone.', lower_bound=0)
 _TEXT_CSV = flags.DEFINE_string('text_csv', None,
                                 'Real-text experiment: your own CSV/TSV of (text, label) '
                                 'rows, used when IMDB/SST-2 are not prepared in TFDS.')
@@ -78,7 +80,7 @@ def main(argv):
              'label) rows')
   suite = SUITES[_SUITE.value]
   suite = dataclasses.replace(suite, seeds=_SEEDS.value or suite.seeds,
-                              workers=_WORKERS.value or suite.workers,
+                              workers=suite.workers if _WORKERS.value is None else _WORKERS.value,
                               first_seed=_SEED.value, max_steps=_MAX_STEPS.value,
                               max_examples=_MAX_EXAMPLES.value)
   if suite.max_steps or suite.max_examples:  # a capped run can only preview its suite

@@ -33,10 +33,10 @@ import tqdm
 
 
 def default_workers() -> int:
-  """One worker per CPU core on a CPU backend (at most 4: memory bandwidth is shared),
-  one on an accelerator (its device is the shared resource)."""
+  """One worker per CPU core on a CPU backend (at most 4: memory bandwidth is shared);
+  none on an accelerator (0: this process, which already holds the device)."""
   if jax.default_backend() != 'cpu':
-    return 1
+    return 0
   return max(1, min(os.cpu_count() or 1, 4))
 
 
@@ -92,8 +92,8 @@ def _init_worker(next_worker, cores: list[int]) -> None:
   # an LSTM copying cell (300 steps) ended at test loss 2.085674751 unpinned on 2 cores
   # and 2.085674763 pinned to one. A long run where nothing learns amplifies that into a
   # different learning-rate choice. One thread, whatever the pinning and the machine's
-  # core count, gives every cell the same numbers on any --workers. (Pinned, one thread
-  # is also the faster: 13 s vs 15-17 s of training for that cell with two.)
+  # core count, gives every cell the same numbers with any number of workers. (Pinned,
+  # one thread is also the faster: 13 s vs 15-17 s of training for that cell with two.)
   os.environ['NPROC'] = '1'
   _keep_freed_memory()
   if cores:
@@ -116,10 +116,12 @@ def _worker_cores(workers: int) -> list[int]:
   return cores if len(cores) >= workers else []
 
 
-def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]], workers: int,
+def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]], workers: int | None,
              then: Callable[[int, Any], list[dict[str, Any]]] | None = None) -> list[Any]:
-  """``[fn(**job) for job in jobs]`` on ``workers`` processes (0 = ``default_workers()``;
-  on an accelerator, one worker means this process). ``fn`` must be a module-level function (workers import it by
+  """``[fn(**job) for job in jobs]`` on ``workers`` processes (None =
+  ``default_workers()``; 0 = in this process, for debugging and for tests that patch
+  it, whose numbers on a CPU differ from the workers' in the last bits: this process's
+  XLA uses every core, see ``_init_worker``). ``fn`` must be a module-level function (workers import it by
   name) and two jobs must not generate the same non-synthetic dataset: call ``prepare``
   first.
 
@@ -132,10 +134,11 @@ def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]], workers: int,
   jobs = list(jobs)
   if not jobs:
     return []
-  workers = workers or default_workers()
+  workers = default_workers() if workers is None else workers
   # A long suite shows how many cells are done (stderr; finished cells, not steps).
   progress = tqdm.tqdm(total=len(jobs), unit='cell', disable=len(jobs) <= 1 and not then,
-                       desc=f'cells on {min(workers, max(len(jobs), 1))} process(es)')
+                       desc=f'cells on {min(workers, len(jobs))} process(es)' if workers
+                       else 'cells in this process')
   results: dict[int, Any] = {}
 
   def finished(index: int, result: Any) -> list[int]:
@@ -148,16 +151,14 @@ def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]], workers: int,
     return list(range(len(jobs) - len(new), len(jobs)))
 
   with progress:
-    # On a CPU every job runs in a worker, even with one worker: the driver's XLA uses
-    # every core, and its numbers would differ in the last bits (see _init_worker).
-    if workers <= 1 and jax.default_backend() != 'cpu':
+    if workers == 0:
       index = 0
       while index < len(jobs):
         finished(index, fn(**jobs[index]))
         index += 1
       return [results[i] for i in range(len(jobs))]
     context = multiprocessing.get_context('spawn')
-    workers = workers if then else max(1, min(workers, len(jobs)))
+    workers = workers if then else min(workers, len(jobs))
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker,
         initargs=(context.Value('i', 0), _worker_cores(workers))) as executor:
@@ -179,7 +180,7 @@ def _call(fn: Callable[..., Any], job: dict[str, Any]) -> Any:
   return fn(**job)
 
 
-def run_cells(jobs: list[dict[str, Any]], workers: int,
+def run_cells(jobs: list[dict[str, Any]], workers: int | None,
               then: Callable[[int, Any], list[dict[str, Any]]] | None = None
               ) -> list[dict[str, Any]]:
   """``[train_cell(**job) for job in jobs]`` (see ``map_jobs``, also for ``then``), with

@@ -17,7 +17,7 @@ def _follow(index, result):
   return [{'n': result['n'] + 10, 'parent': index}] if result['n'] < 10 else []
 
 
-@pytest.mark.parametrize('workers', [1, 2])
+@pytest.mark.parametrize('workers', [0, 1, 2])
 def test_follow_up_jobs_run_and_come_back_after_the_jobs(workers):
   # ``dict`` is a picklable module-level function: dict(**job) returns the job.
   results = pool.map_jobs(dict, [{'n': 0}, {'n': 1}, {'n': 2}], workers, then=_follow)
