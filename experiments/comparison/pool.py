@@ -119,11 +119,11 @@ def _worker_cores(workers: int) -> list[int]:
 def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]], workers: int | None,
              then: Callable[[int, Any], list[dict[str, Any]]] | None = None) -> list[Any]:
   """``[fn(**job) for job in jobs]`` on ``workers`` processes (None =
-  ``default_workers()``; 0 = in this process, for debugging and for tests that patch
-  it, whose numbers on a CPU differ from the workers' in the last bits: this process's
-  XLA uses every core, see ``_init_worker``). ``fn`` must be a module-level function (workers import it by
-  name) and two jobs must not generate the same non-synthetic dataset: call ``prepare``
-  first.
+  ``default_workers()``). ``workers=0`` runs them in this process, for debugging and for
+  tests that patch something in it; on a CPU its numbers differ from the workers' in the
+  last bits, since this process's XLA uses every core (see ``_init_worker``). ``fn`` must
+  be a module-level function (workers import it by name) and two jobs must not generate
+  the same non-synthetic dataset: call ``prepare`` first.
 
   ``then(index, result)``, called as each job finishes, returns jobs that depend on it
   (e.g. the cells that reuse a learning rate it chose); they are appended to ``jobs`` and
