@@ -22,7 +22,7 @@ import dataclasses
 import os
 from typing import Any
 
-from experiments.comparison import cells, plots, pool, stats
+from experiments.comparison import cells, plots, rate_walk, stats
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.scoring import SOLVED
 from experiments.comparison.suite import Suite
@@ -172,89 +172,10 @@ def _cost(job: dict[str, Any]) -> float:
   return length * (job.get('d_model') or 64) * (4 if job['family'] == 'mamba' else 1)
 
 
-def _tuning_walk(diff: Difficulty) -> list[tuple[int, int | None]]:
-  """The ``(difficulty, width)`` settings where a task's rate may be chosen, in the order
-  tried: hardest first, at the largest width (MQAR)."""
-  width = max(diff.widths) if diff.widths else None
-  return [(value, width) for value in reversed(diff.values)]
-
-
-def _learned_something(record: dict[str, Any]) -> bool:
-  """Whether the tuning seed's best rate got at least halfway from chance to the
-  criterion on validation: a rate choice made where no rate did is made on noise."""
-  first = record['seeds'][0]
-  best = max(m['validation_score'] for m in record['members'] if m['seed'] == first)
-  return best >= record['chance'] + 0.5 * (SOLVED - record['chance'])
-
-
-def _train(planned, sizes: Sizes, suite: Suite) -> list[dict[str, Any]]:
-  """The records of ``planned`` cells, in order.
-
-  With ``suite.tune_once_per_task`` the rate is chosen once per (task, family): at the
-  task's hardest setting where the first seed's best rate learned something
-  (``_learned_something``), walking to easier settings while none did, and at the
-  easiest if none ever does. Each setting on the walk trains the whole grid on the first
-  seed (the cell's other seeds with its own choice); as soon as the walk stops, the
-  pair's other cells start with the chosen rate (their seeds only), and cells on the walk
-  that chose another rate train again with it. (A rate chosen where every rate fails
-  flipped between two runs that differed only in rounding: the LSTM's copying rate at
-  delay 20, 1e-2 in one run and 3e-3 in the next.)"""
-  if not suite.tune_once_per_task:
-    return pool.run_cells([job for job, _ in planned], suite.workers)
-
-  def pair(i):
-    return planned[i][0]['task'], planned[i][0]['family']
-
-  walks: dict[tuple[str, str], list[int]] = {}  # planned indices, in walking order
-  for task, diff in sizes.tasks.items():
-    for setting in _tuning_walk(diff):
-      for i, (job, labels) in enumerate(planned):
-        if job['task'] == task and (labels['difficulty'], labels['width']) == setting:
-          walks.setdefault(pair(i), []).append(i)
-  order = [walk[0] for walk in walks.values()]  # planned index of every job run
-  tried: dict[tuple[str, str], list[tuple[int, dict]]] = {}
-  chosen: dict[tuple[str, str], tuple[float, int]] = {}
-
-  def then(index: int, record: dict[str, Any]) -> list[dict[str, Any]]:
-    i = order[index]
-    key = pair(i)
-    if key in chosen:  # a cell trained with the chosen rate
-      return []
-    tried.setdefault(key, []).append((i, record))
-    walk = walks[key]
-    if not _learned_something(record) and walk.index(i) + 1 < len(walk):
-      easier = walk[walk.index(i) + 1]
-      order.append(easier)
-      return [planned[easier][0]]
-    rate = record['learning_rate']
-    chosen[key] = (rate, i)
-    done = {j for j, _ in tried[key]}
-    rest = [j for j in range(len(planned)) if pair(j) == key and j not in done]
-    rest += [j for j, r in tried[key] if r['learning_rate'] != rate]
-    order.extend(rest)
-    return [dict(planned[j][0], learning_rates=(rate,)) for j in rest]
-
-  results = pool.run_cells([planned[i][0] for i in order], suite.workers, then)
-  records = {}
-  for i, record in zip(order, results):
-    records[i] = record  # a cell trained again with the chosen rate replaces its first
-  for record in records.values():
-    key = record['task'], record['family']
-    record['lr_tuned_at'] = _setting(planned[chosen[key][1]][1])
-    record['lr_walk'] = [  # every choice made on the way, with the first seed's scores
-        {'setting': _setting(planned[j][1]), 'learning_rate': r['learning_rate'],
-         'learned_something': _learned_something(r),
-         'validation_scores': {m['learning_rate']: m['validation_score']
-                               for m in r['members'] if m['seed'] == r['seeds'][0]}}
-        for j, r in tried[key]]
-    record['learning_rates'] = list(suite.learning_rates)  # the grid it was chosen from
-  return [records[i] for i in range(len(planned))]
-
-
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   sizes = suite.sized(SIZES)
   planned = _cells(sizes, suite.with_seed(seed), families)
-  results = _train(planned, sizes, suite)
+  results = rate_walk.train(planned, sizes.tasks, suite)
   records = [{**labels, **record} for (_, labels), record in zip(planned, results)]
   records.sort(key=lambda r: (list(sizes.tasks).index(r['task']), r['difficulty'],
                               r['width'] or 0, families.index(r['family'])))
@@ -268,11 +189,6 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                  'selective copying, Gu & Dao 2023).',
       measured=_summary(records, sizes, suite), verdict=_verdict(records, suite),
       figures=figures, records=records)
-
-
-def _setting(record: dict[str, Any]) -> str:
-  text = f'{record["axis"]}={record["difficulty"]}'
-  return text + (f', d_model={record["width"]}' if record['width'] else '')
 
 
 def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
@@ -321,14 +237,14 @@ def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
         {r['family']: plots.curves_by_step(r['curves'], r['budget']) for r in hardest},
         path=os.path.join(outdir, name), ylim=None, reference=SOLVED,
         reference_label=f'criterion {SOLVED}',
-        title=f'{task}, {_setting(hardest[0])}: validation score while training '
+        title=f'{task}, {rate_walk.setting(hardest[0])}: validation score while training '
               '(chosen rate)', xlabel='training step', ylabel='validation score')
     figures.append(name)
   return figures
 
 
 def _summary(records, sizes: Sizes, suite: Suite) -> str:
-  rows = [{**r, 'setting': _setting(r), 'score': stats.format_spread(r['scores']),
+  rows = [{**r, 'setting': rate_walk.setting(r), 'score': stats.format_spread(r['scores']),
            'steps to criterion': cells.steps_text(r),
            'MFLOP/token': r['flops_per_token'] / 1e6} for r in records]
   cols = ['task', 'setting', 'family', 'params', 'MFLOP/token', 'learning_rate',
@@ -374,7 +290,7 @@ def _verdict(records, suite: Suite) -> str:
       kind = ('preview' if got.preview else 'tie' if got.winner is None else
               'win' if got.winner == 'transformer' else 'loss')
       outcomes[kind] += 1
-      notes.append(f'{key[0]} {_setting(by["transformer"])}: {got.text}')
+      notes.append(f'{key[0]} {rate_walk.setting(by["transformer"])}: {got.text}')
   settings = sum(outcomes.values())
   if not settings:
     return 'Not measured (needs both lstm and transformer).'

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from experiments.comparison import longrange
+from experiments.comparison import longrange, rate_walk
 from experiments.comparison.suite import SUITES
 
 SMOKE = SUITES['smoke']
@@ -31,12 +31,12 @@ def test_longrange_cells_keep_every_seed_and_one_budget(tmp_path, monkeypatch):
     # where the best rate learned something, else the easiest.
     walk = [next(t for t in rows if (t['task'], t['family'], t['difficulty'], t['width'])
                  == (r['task'], r['family'], *setting))
-            for setting in longrange._tuning_walk(sizes.tasks[r['task']])]
-    stop = next((k for k, t in enumerate(walk) if longrange._learned_something(t)),
+            for setting in rate_walk.settings(sizes.tasks[r['task']])]
+    stop = next((k for k, t in enumerate(walk) if rate_walk.learned_something(t)),
                 len(walk) - 1)
     tuning = walk[stop]
-    assert r['lr_tuned_at'] == longrange._setting(tuning)
-    assert [w['setting'] for w in r['lr_walk']] == [longrange._setting(t)
+    assert r['lr_tuned_at'] == rate_walk.setting(tuning)
+    assert [w['setting'] for w in r['lr_walk']] == [rate_walk.setting(t)
                                                     for t in walk[:stop + 1]]
     first = [m for m in r['members'] if m['seed'] == SMOKE.seed_list[0]]
     rest = [m for m in r['members'] if m['seed'] != SMOKE.seed_list[0]]
@@ -108,12 +108,12 @@ def test_rate_is_chosen_where_some_rate_learned_and_reused(monkeypatch):
       jobs += then(len(results) - 1, results[-1])
     return results
 
-  monkeypatch.setattr(longrange.pool, 'run_cells', serial)
+  monkeypatch.setattr(rate_walk.pool, 'run_cells', serial)
   suite = dataclasses.replace(SMOKE, learning_rates=(1e-3, 3e-3, 1e-2))
   sizes = dataclasses.replace(longrange.SIZES['smoke'], tasks={
       'copying': longrange.Difficulty('delay', (5, 10, 20), {'num_tokens': 5})})
   planned = longrange._cells(sizes, suite, ['lstm', 'transformer'])
-  records = longrange._train(planned, sizes, suite)
+  records = rate_walk.train(planned, sizes.tasks, suite)
   got = {(r['family'], r['delay']): r for r in records}
   # The LSTM walks 20 -> 10 and stops there; the Transformer chooses at 20.
   assert got['lstm', 5]['lr_tuned_at'] == 'delay=10'
