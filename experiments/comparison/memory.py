@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from experiments.comparison import plots
-from experiments.comparison.measure import lm_functions, temp_bytes
+from experiments.comparison.measure import concurrently, lm_functions, temp_bytes
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite, model_config
 
@@ -24,15 +24,17 @@ def variants(families: list[str]) -> list[tuple[str, str, dict]]:
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  records = []
-  for label, family, overrides in variants(families):
-    for length in suite.memory_lengths:
-      cfg = model_config(suite, family, max_len=length + 1, **overrides)
-      params, tokens, grad_fn, forward = lm_functions(cfg, 1, length + 1, seed,
-                                                      abstract=True)
-      records.append({'model': label, 'seq_len': length, 'd_model': cfg.d_model,
-                      'train_temp_mib': temp_bytes(grad_fn, params, tokens) / 2**20,
-                      'infer_temp_mib': temp_bytes(forward, params, tokens[:, :-1]) / 2**20})
+  def measure(point):  # compile-time figures: the programs compile side by side
+    label, family, overrides, length = point
+    cfg = model_config(suite, family, max_len=length + 1, **overrides)
+    params, tokens, grad_fn, forward = lm_functions(cfg, 1, length + 1, seed,
+                                                    abstract=True)
+    return {'model': label, 'seq_len': length, 'd_model': cfg.d_model,
+            'train_temp_mib': temp_bytes(grad_fn, params, tokens) / 2**20,
+            'infer_temp_mib': temp_bytes(forward, params, tokens[:, :-1]) / 2**20}
+
+  records = concurrently(measure, [(*variant, length) for variant in variants(families)
+                                   for length in suite.memory_lengths])
   # Each probe is a fresh process measuring only itself, so they run side by side (one
   # per core): the probes alone took most of this row's time, one after another.
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as probes:

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments.comparison import plots, pool, stats, training
+from experiments.comparison import measure, plots, pool, stats, training
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite
 from seqjax.utils.timing import time_fn
@@ -79,15 +79,15 @@ def lm_task(sizes: ScaleSizes, seed: int) -> tuple[str, dict[str, Any], str | No
                      'num_validation': sizes.num_test, 'num_test': sizes.num_test}, None)
 
 
-def train_step_throughput(config, repeats: int, seed: int = 0) -> dict[str, float]:
-  """Median time and tokens/s of the trainer's jitted step for the experiment ``config``.
+def train_step_program(config, seed: int = 0) -> tuple[Any, tuple, int, int]:
+  """``(compiled step, its arguments, tokens per batch, devices)``: the trainer's jitted
+  step for the experiment ``config``, compiled for one real training batch.
 
-  Builds model, optimizer and mesh as the trainer does and times one real training
-  batch. The state has the trainer's shapes, dtypes and shardings, filled
-  on the host (parameters ~ N(0, 0.02), optimizer moments zero as at step 0) instead of
-  by a second jitted ``init``: the step's work does not depend on the values, and the
-  init compile would cost as much as the step's. The state is not donated, so every
-  timed call starts alike.
+  Builds model, optimizer and mesh as the trainer does. The state has the trainer's
+  shapes, dtypes and shardings, filled on the host (parameters ~ N(0, 0.02), optimizer
+  moments zero as at step 0) instead of by a second jitted ``init``: the step's work does
+  not depend on the values, and the init compile would cost as much as the step's. The
+  state is not donated, so every timed call starts alike.
   """
   task = tasks.open_task(config)
   model_cfg = configuration.model_config(config, task.spec)
@@ -116,9 +116,15 @@ def train_step_throughput(config, repeats: int, seed: int = 0) -> dict[str, floa
                                  schedule, config.grad_accum_steps),
                  in_shardings=(shardings, batch_sh),
                  out_shardings=(shardings, mesh_lib.replicated(mesh)))
-  ms = time_fn(step, state, mesh_lib.global_batch(batch, batch_sh), warmup=1,
-               repeats=repeats)['median_ms']
-  return {'ms_per_step': ms, 'tokens_per_s': tokens / (ms / 1e3), 'devices': mesh.size}
+  args = (state, mesh_lib.global_batch(batch, batch_sh))
+  return step.lower(*args).compile(), args, tokens, mesh.size
+
+
+def train_step_throughput(program, repeats: int) -> dict[str, float]:
+  """Median time and tokens/s of a :func:`train_step_program`."""
+  step, args, tokens, devices = program
+  ms = time_fn(step, *args, warmup=1, repeats=repeats)['median_ms']
+  return {'ms_per_step': ms, 'tokens_per_s': tokens / (ms / 1e3), 'devices': devices}
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
@@ -135,12 +141,14 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                num_train=sizes.num_train, num_test=sizes.num_test,
                config_name=config_name) for family, budget in planned]
   trained = pool.run_cells(jobs, suite.workers)
-  records = []
   # Timed after all training, in this process alone: no worker competes for the cores.
-  for (family, budget), job, cell in zip(planned, jobs, trained):
-    config = training.experiment_config(
-        task, family, steps=sizes.steps, seed=seed,
-        **{k: v for k, v in job.items() if k in training.CONFIG_KEYS})
+  # The steps compile side by side first, then each is timed with nothing else running.
+  programs = measure.concurrently(
+      lambda job: train_step_program(training.experiment_config(
+          task, job['family'], steps=sizes.steps, seed=seed,
+          **{k: v for k, v in job.items() if k in training.CONFIG_KEYS}), seed), jobs)
+  records = []
+  for (family, budget), cell, program in zip(planned, trained, programs):
     losses = [m['loss'] for m in cell['test_metrics']]
     records.append({
         'family': family, 'budget': budget, 'params': cell['params'],
@@ -152,7 +160,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
         'test_loss_max': stats.spread(losses)['max'],
         'flops_per_token': cell['flops_per_token'], 'model_cfg': cell['model_cfg'],
         'test_token_accuracy': stats.spread(cell['scores'])['mean'],
-        **train_step_throughput(config, sizes.repeats, seed)})
+        **train_step_throughput(program, sizes.repeats)})
   figures = ['scale_throughput.png', 'scale_loss.png']
   plots.lines(records, x='params', y='tokens_per_s', group='family', logx=True, logy=True,
               path=os.path.join(outdir, figures[0]), xlabel='parameters (log)',

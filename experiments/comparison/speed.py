@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from experiments.comparison import plots
-from experiments.comparison.measure import lm_functions, timed
+from experiments.comparison.measure import compiled, concurrently, lm_functions, timed
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import REVIVAL, Suite, model_config
 
@@ -47,16 +47,22 @@ def variants(families: list[str]) -> list[tuple[str, dict]]:
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
+  grid = [(label, overrides, length) for label, overrides in variants(families)
+          for length in suite.speed_lengths]
+
+  def build(point):
+    label, overrides, length = point
+    cfg = model_config(suite, label.split(' ')[0], max_len=length + 1, **overrides)
+    params, tokens, grad_fn, _ = lm_functions(cfg, suite.batch_size, length + 1, seed)
+    return cfg, compiled(grad_fn, params, tokens), (params, tokens)
+
   records = []
-  for label, overrides in variants(families):
-    family = label.split(' ')[0]
-    for length in suite.speed_lengths:
-      cfg = model_config(suite, family, max_len=length + 1, **overrides)
-      params, tokens, grad_fn, _ = lm_functions(cfg, suite.batch_size, length + 1, seed)
-      ms = timed(grad_fn, params, tokens, repeats=suite.repeats)
-      records.append({'model': label, 'family': family, 'seq_len': length,
-                      'd_model': cfg.d_model, 'ms_per_step': ms,
-                      'tokens_per_s': suite.batch_size * length / (ms / 1e3)})
+  # Compiled side by side, then timed one at a time with nothing else running.
+  for (label, _, length), (cfg, program, args) in zip(grid, concurrently(build, grid)):
+    ms = timed(program, *args, repeats=suite.repeats)
+    records.append({'model': label, 'family': label.split(' ')[0], 'seq_len': length,
+                    'd_model': cfg.d_model, 'ms_per_step': ms,
+                    'tokens_per_s': suite.batch_size * length / (ms / 1e3)})
   figure = 'speed.png'
   plots.lines(records, x='seq_len', y='ms_per_step', group='model',
               path=os.path.join(outdir, figure),

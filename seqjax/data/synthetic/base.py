@@ -27,6 +27,7 @@ import dataclasses
 import fcntl
 import os
 import shutil
+import threading
 import zipfile
 import zlib
 from typing import Any, Callable
@@ -252,7 +253,8 @@ def _write_decoded(builder: SyntheticBuilder, split: str,
       return  # ragged (variable-length) fields are decoded from the files each time
     columns[key] = np.stack(values)
   path = _decoded_path(builder, split)
-  temporary = f'{path}.{os.getpid()}.tmp.npz'
+  # Unique per process and thread: the comparison opens tasks from several threads.
+  temporary = f'{path}.{os.getpid()}.{threading.get_ident()}.tmp.npz'
   try:
     np.savez(temporary, **columns)
     os.replace(temporary, path)
