@@ -119,9 +119,37 @@ def load_config_file(spec: str):
   return config
 
 
-def check_overrides(config, overrides: list[str]) -> None:
-  """``UserError`` for the first ``--config.<field>`` naming no field of ``config``, with
-  the closest field name as a suggestion."""
+def _config_file_hint(config, overrides: list[str], name: str, path: str | None) -> str:
+  """'; add --config=experiments/configs/<task>.py' when ``name`` is an option of the task
+  the command names (``--config.task=...`` or the file's) and that task has a config file
+  other than the one loaded: with the default file, ``--config.task=text_file`` alone
+  keeps the default task's options, so ``--config.task_options.path`` has no field."""
+  option = name.split('.')
+  if len(option) != 2 or option[0] != 'task_options':
+    return ''
+  task = config.get('task', '')
+  for flag in overrides:
+    if flag.startswith('--config.task='):
+      task = flag.split('=', 1)[1]
+  stem = str(task).split('/')[0]  # glue/mnli -> glue.py
+  candidate = os.path.join(REPO, 'experiments', 'configs', f'{stem}.py')
+  if not stem or not os.path.isfile(candidate) or (
+      path and os.path.abspath(path) == os.path.abspath(candidate)):
+    return ''
+  from seqjax.data.registry import task_defaults  # pylint: disable=g-import-not-at-top
+  try:
+    if option[1] not in task_defaults(str(task)):
+      return ''
+  except ValueError:  # an unknown task: reported as such later
+    return ''
+  return (f'; {option[1]!r} is an option of task {task!r}, whose config file has all '
+          f'its options: add --config=experiments/configs/{stem}.py')
+
+
+def check_overrides(config, overrides: list[str], path: str | None = None) -> None:
+  """``UserError`` for the first ``--config.<field>`` naming no field of ``config`` (the
+  file at ``path``), with the closest field name, or the task's own config file, as a
+  suggestion."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from seqjax.training.errors import UserError  # pylint: disable=g-import-not-at-top
   for flag in overrides:
@@ -135,7 +163,8 @@ def check_overrides(config, overrides: list[str]) -> None:
                         'a value, not a group of fields')
       if part not in node:
         close = difflib.get_close_matches(part, list(node.keys()), n=1)
-        hint = f'; did you mean {close[0]!r}?' if close else ''
+        hint = _config_file_hint(config, overrides, name, path) or (
+            f'; did you mean {close[0]!r}?' if close else '')
         raise UserError(f'unknown config field {part!r} in {flag}{hint}')
       node = node[part]
 
@@ -148,7 +177,7 @@ def check_config_args(argv: list[str], default: str | None) -> None:
   if spec is None:
     return
   try:
-    check_overrides(load_config_file(spec), overrides)
+    check_overrides(load_config_file(spec), overrides, spec.partition(':')[0])
   except UserError as err:
     fail(str(err))
 

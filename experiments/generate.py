@@ -1,4 +1,4 @@
-"""Generate from a trained run (parameters only are restored).
+r"""Generate from a trained run (parameters only are restored).
 
 Language models (``head=lm``): streaming sampling with temperature and top-k, the prompt
 encoded with the run's saved tokenizer / vocabulary::

@@ -11,7 +11,9 @@ Tasks: listops, text (IMDB bytes), retrieval (AAN pairs, two-tower), image (grey
 sCIFAR), pathfinder (32x32), pathx (Pathfinder at 128x128). ``--scale=paper`` trains at
 the benchmark's lengths with S4's LRA settings (experiments/configs/lra_settings.py);
 ``--scale=cpu`` (the default without an accelerator) shrinks lengths, data, model and
-steps so the table fills on a CPU, and says so in the table: those numbers are not comparable with the published ones.
+steps so the table fills on a CPU, and says so in the table: those numbers are not
+comparable with the published ones. ``--families`` takes any family of the model
+registry that can classify (seqjax.models.families).
 Text, retrieval and image need their data prepared (``python -m scripts.prepare_data``);
 a task that is not gets a row saying how. Every (task, family) is one run of the project's
 trainer in ``<outdir>/runs/<task>_<family>``; rerunning resumes or reuses finished runs.
@@ -33,8 +35,13 @@ from absl import app, flags, logging
 
 from experiments import cli
 from experiments.configs import base, lra_settings
+from seqjax.models.families import FAMILIES as _REGISTRY
 
-FAMILIES = ('lstm', 'gru', 'bilstm', 'transformer', 's4d', 'mamba')
+# Every family of the model registry that can carry a classifier head (all but the
+# seq2seq-only lstm_attention), in the registry's order: a new family is accepted here
+# the day it is registered.
+FAMILIES = tuple(name for name, family in _REGISTRY.items()
+                 if 'classifier' in family.supported_heads)
 LENGTH_NAMES = {'listops': 'tokens', 'text': 'bytes', 'retrieval': 'bytes per document',
                 'image': 'pixels', 'pathfinder': 'pixels', 'pathx': 'pixels'}
 # Published test accuracy (%); None = the model did not beat chance (LRA's "FAIL").
@@ -144,6 +151,13 @@ def _cell(value: float | None, published: bool = False) -> str:
   return f'{value:.2f}'
 
 
+def _steps(records: list[dict[str, Any]]) -> str:
+  """'300 training steps' or '3-300 training steps': what the runs in the table did."""
+  steps = sorted({r['steps'] for r in records})
+  span = f'{steps[0]:,}' if len(steps) == 1 else f'{steps[0]:,}-{steps[-1]:,}'
+  return f'{span} training step{"" if steps == [1] else "s"}'
+
+
 def table(records: list[dict[str, Any]], scale: str, families: list[str]) -> str:
   """The markdown table: measured test accuracy (%) beside the published figures."""
   tasks = [t for t in lra_settings.TASKS if any(r['task'] == t for r in records)]
@@ -151,7 +165,7 @@ def table(records: list[dict[str, Any]], scale: str, families: list[str]) -> str
   lines = ['# Long Range Arena: measured here vs published', '']
   if scale == 'cpu':
     lines += ['**Reduced size, run on a CPU (`--scale=cpu`)**: shorter sequences, fewer '
-              'training examples, a small model and a few hundred steps (settings per row '
+              f'training examples, a small model and {_steps(records)} (settings per row '
               'below). These numbers show the pipeline works end to end; they are *not* '
               'comparable with the published columns, which train at the full lengths '
               'for tens to hundreds of thousands of steps.', '']

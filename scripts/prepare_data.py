@@ -13,6 +13,8 @@ synthetic tasks (and Pathfinder) need no preparation: they are generated on firs
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 
@@ -37,15 +39,20 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if not _DATASETS.value:
     cli.fail('--datasets is required, e.g. --datasets=imdb_reviews,glue/sst2')
-  if not flags.FLAGS['verbosity'].present:
-    # TFDS logs half-prepared folders and failed lookups as warnings; the outcome of each
-    # dataset is the one line printed below (--verbosity=0 shows TFDS's messages).
+  quiet = not flags.FLAGS['verbosity'].present
+  if quiet:
+    # TFDS logs half-prepared folders and failed lookups as warnings, draws progress bars
+    # and prints its own "Downloading and preparing" lines; the outcome of each dataset is
+    # the one line printed below (--verbosity=0 shows all of TFDS's output).
     logging.set_verbosity(logging.ERROR)
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    tfds.disable_progress_bar()
   from seqjax.data import prepare  # pylint: disable=g-import-not-at-top
   failed = 0
   for name in _DATASETS.value:
     try:
-      where = prepare.prepare(name, _DATA_DIR.value, _MANUAL_DIR.value, _TIMEOUT.value)
+      with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        where = prepare.prepare(name, _DATA_DIR.value, _MANUAL_DIR.value, _TIMEOUT.value)
     except ValueError as err:
       print(f'error: {str(err).strip().splitlines()[0]}', file=sys.stderr)
       failed += 1

@@ -5,8 +5,7 @@ from experiments.configs import base
 
 def get_config():
   c = base.get_config()
-  c.task = 'adding'
-  c.task_options.update({'seq_len': 50})
+  base.set_task(c, 'adding', seq_len=50)
   c.model = 'lstm'
   c.model_cfg.max_len = 64
   return c

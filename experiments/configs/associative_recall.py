@@ -5,7 +5,6 @@ from experiments.configs import base
 
 def get_config():
   c = base.get_config()
-  c.task = 'associative_recall'
-  c.task_options.update({'num_pairs': 8})
+  base.set_task(c, 'associative_recall', num_pairs=8)
   c.model_cfg.max_len = 64
   return c

@@ -4,6 +4,10 @@ Every field can be overridden from the command line, e.g.
 ``--config.model=mamba --config.model_cfg.d_model=128 --config.learning_rate=3e-4``.
 ``model_cfg`` holds the ``seqjax.models.config.ModelConfig`` fields the user chooses; the
 task fixes the rest (head, vocabularies, number of classes).
+
+A per-task file calls ``set_task``: its ``task_options`` then hold every option the task
+accepts, with the task's own default (``seqjax.data.registry.task_defaults``, the one
+place they are defined), so any of them can be set from the command line.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import dataclasses
 
 import ml_collections
 
+from seqjax.data.registry import task_defaults
 from seqjax.models.config import ModelConfig, Role, field_names
 
 # Fixed by the task (TaskSpec.model_fields) or by config.model, so not in model_cfg.
@@ -26,11 +31,38 @@ def model_defaults(**overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(fields)
 
 
+def task_options(task: str, **settings) -> ml_collections.ConfigDict:
+  """Every option of ``task`` with its default, updated by the file's ``settings``.
+
+  An option whose default is None becomes a placeholder (typed ``str`` unless ``settings``
+  gives a typed one, e.g. ``placeholder(int)``): ml_collections cannot parse a command-line
+  value into a plain None field.
+  """
+  defaults = task_defaults(task)
+  unknown = sorted(set(settings) - set(defaults))
+  if unknown:
+    raise ValueError(f'task {task!r} has no option {unknown[0]!r}; its options: '
+                     f'{sorted(defaults)}')
+  fields = {**defaults, **settings}
+  placeholder = ml_collections.config_dict.placeholder
+  return ml_collections.ConfigDict(
+      {k: placeholder(str) if v is None else v for k, v in fields.items()})
+
+
+def set_task(c: ml_collections.ConfigDict, task: str, **settings) -> ml_collections.ConfigDict:
+  """``c`` set to ``task`` with ``task_options(task, **settings)``."""
+  c.task = task
+  c.task_options = task_options(task, **settings)
+  return c
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   # Task (seqjax.data.registry.get_task(task, data_dir=..., seed=seed, **task_options)).
   c.task = 'selective_copying'
-  # Split sizes are options of every synthetic task; a per-task file updates the rest.
+  # Split sizes are options of every synthetic task; a per-task file sets all the task's
+  # options (set_task). Kept this small so that a run with config_name='base' can name
+  # any task (experiments/comparison/training.py removes these when they do not apply).
   c.task_options = ml_collections.ConfigDict(
       {'num_train': 10000, 'num_validation': 1000, 'num_test': 1000})
   c.data_dir = ''          # '' = $SEQJAX_DATA_DIR or ~/.cache/seqjax/tensorflow_datasets

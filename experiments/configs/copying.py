@@ -5,7 +5,6 @@ from experiments.configs import base
 
 def get_config():
   c = base.get_config()
-  c.task = 'copying'
-  c.task_options.update({'num_tokens': 10, 'delay': 50})
+  base.set_task(c, 'copying', num_tokens=10, delay=50)
   c.model_cfg.max_len = 128
   return c

@@ -5,7 +5,6 @@ from experiments.configs import base
 
 def get_config():
   c = base.get_config()
-  c.task = 'induction_heads'
-  c.task_options.update({'seq_len': 32})
+  base.set_task(c, 'induction_heads', seq_len=32)
   c.model_cfg.max_len = 64
   return c

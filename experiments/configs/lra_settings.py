@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments.configs import base
+
 TASKS = ('listops', 'text', 'retrieval', 'image', 'pathfinder', 'pathx')
 
 # task, task options (benchmark lengths), model and optimisation settings (S4's LRA files).
@@ -90,8 +92,7 @@ def sequence_length(s: dict) -> int:
 def apply(c: ml_collections.ConfigDict, name: str, scale: str = 'paper'):
   """Sets ``c`` (a ``base.get_config()``) to LRA task ``name`` at ``scale``."""
   s = settings(name, scale)
-  c.task = s['task']
-  c.task_options = ml_collections.ConfigDict(s['options'])
+  base.set_task(c, s['task'], **s['options'])  # every option of the task, LRA's set
   c.model = 's4d'
   for key in ('num_layers', 'd_model', 's4d_state_size', 'dropout'):
     c.model_cfg[key] = s[key]

@@ -5,7 +5,6 @@ from experiments.configs import base
 
 def get_config():
   c = base.get_config()
-  c.task = 'mqar'
-  c.task_options.update({'seq_len': 64, 'num_pairs': 8})
+  base.set_task(c, 'mqar', seq_len=64, num_pairs=8)
   c.model_cfg.max_len = 128
   return c

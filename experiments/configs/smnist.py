@@ -3,15 +3,12 @@ read off the last step, as their pixel-by-pixel LSTM baseline (one layer; 128 un
 Adam 1e-3 instead of their RMSProp). Needs ``python -m scripts.prepare_data
 --datasets=mnist`` once. psmnist.py is the permuted variant."""
 
-import ml_collections
-
 from experiments.configs import base
 
 
 def get_config():
   c = base.get_config()
-  c.task = 'smnist'
-  c.task_options = ml_collections.ConfigDict({'validation_fraction': 0.1})
+  base.set_task(c, 'smnist')
   c.model = 'lstm'
   c.model_cfg.update(num_layers=1, d_model=128, pooling='last', max_len=784)
   c.update(batch_size=64, learning_rate=1e-3, num_steps=10000, warmup_steps=200,

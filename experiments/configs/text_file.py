@@ -1,4 +1,4 @@
-"""Your own text file as a character language model (``task='text_file'``).
+r"""Your own text file as a character language model (``task='text_file'``).
 
     python -m experiments.train --config=experiments/configs/text_file.py \
         --config.task_options.path=my.txt --workdir=runs/mytext
@@ -12,18 +12,12 @@ in nats per character, ``bits_per_char``, perplexity, token accuracy. Options of
 ``validation_fraction``, ``test_fraction`` (seqjax.data.files).
 """
 
-import ml_collections
-
 from experiments.configs import base
 
 
 def get_config():
   c = base.get_config()
-  c.task = 'text_file'
-  c.task_options = ml_collections.ConfigDict({
-      'path': ml_collections.config_dict.placeholder(str),  # required: your file
-      'tokenizer': 'char', 'seq_len': 128, 'split_level': 'window',
-      'validation_fraction': 0.1, 'test_fraction': 0.1})
+  base.set_task(c, 'text_file', seq_len=128)  # path: required, your file
   c.model = 'lstm'
   c.model_cfg.update(num_layers=2, d_model=256, max_len=128)
   c.update(batch_size=32, learning_rate=2e-3, num_steps=2000, warmup_steps=100,

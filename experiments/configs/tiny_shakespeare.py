@@ -6,15 +6,12 @@ cosine to 1e-4. About 10M parameters: an accelerator run; on a CPU shrink it, e.
 Needs ``python -m scripts.prepare_data --datasets=tiny_shakespeare`` once.
 """
 
-import ml_collections
-
 from experiments.configs import base
 
 
 def get_config():
   c = base.get_config()
-  c.task = 'tiny_shakespeare'
-  c.task_options = ml_collections.ConfigDict({'seq_len': 256})
+  base.set_task(c, 'tiny_shakespeare')  # windows of 256 characters
   c.model = 'transformer'
   c.model_cfg.update(num_layers=6, d_model=384, num_heads=6, dropout=0.2, max_len=256)
   c.update(batch_size=64, learning_rate=1e-3, num_steps=5000, warmup_steps=100,

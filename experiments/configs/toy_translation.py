@@ -5,7 +5,7 @@ from experiments.configs import base
 
 def get_config():
   c = base.get_config()
-  c.task = 'toy_translation'
+  base.set_task(c, 'toy_translation')
   c.model = 'lstm_attention'
   c.model_cfg.max_len = 64
   c.learning_rate = 3e-3

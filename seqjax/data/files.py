@@ -300,4 +300,6 @@ def _is_int(s: str) -> bool:
     return False
 
 
+text_file.defaults = TEXT_DEFAULTS  # every option the task accepts (registry.task_defaults)
+csv_file.defaults = CSV_DEFAULTS
 TASKS = {'text_file': text_file, 'csv': csv_file}

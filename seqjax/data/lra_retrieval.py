@@ -103,11 +103,14 @@ class _EncodePair:
     return {'inputs': inputs, 'label': np.asarray(example['label'], np.int32)}
 
 
+DEFAULTS = {'max_len': 4000}
+
+
 def retrieval(data_dir=None, seed: int = 0, **options: Any) -> Task:
   """LRA Retrieval: byte-level document pairs, each cut to ``max_len`` bytes (LRA: 4000).
   Options (default): max_len=4000."""
   name = 'retrieval'
-  opts = resolve_options(name, {'max_len': 4000}, options)
+  opts = resolve_options(name, DEFAULTS, options)
   seed = check_seed(name, seed)
   max_len = check_int(name, opts, 'max_len', 1)
   data_dir = default_data_dir(data_dir)
@@ -120,3 +123,6 @@ def retrieval(data_dir=None, seed: int = 0, **options: Any) -> Task:
                   num_segments=2)
   metadata = {'task': name, 'seed': seed, 'options': dict(opts), 'tfds_name': TFDS_NAME}
   return Task(spec=spec, open=opener, metadata=metadata)
+
+
+retrieval.defaults = DEFAULTS  # every option the task accepts (registry.task_defaults)

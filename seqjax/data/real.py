@@ -21,8 +21,8 @@ retrieval           classification  LRA Retrieval: AAN document pairs as bytes, 
 Splits. Every task has train / validation / test. Datasets without a validation split
 (imdb, mnist, cifar10) carve ``validation_fraction`` of ``train`` by ``seed``. GLUE hides its
 test labels (-1), so GLUE's *validation* split is our ``test`` and our ``validation`` is
-carved from ``train`` by ``seed`` (MNLI: ``test_split`` = ``validation_matched`` or
-``validation_mismatched``). Sentence pairs are joined as
+carved from ``train`` by ``seed`` (option ``test_split``, default the GLUE validation
+split; MNLI: ``validation_matched`` or ``validation_mismatched``). Sentence pairs are joined as
 ``first EOS second``: the reserved EOS id doubles as the separator token.
 
 Data is read with ``tfds.data_source`` (``array_record`` files; no TensorFlow). Nothing is
@@ -123,12 +123,13 @@ def _text_factory(name: str, tfds_name: str, fields: tuple[str, ...], num_classe
                   eval_metric: str, doc: str, kind: str = 'classification',
                   test_splits: tuple[str, ...] = ()) -> Callable[..., Task]:
   """A TFDS text (or text-pair) dataset as a task. ``test_splits`` lists the TFDS splits
-  a user may evaluate on instead of ``test_split`` (option ``test_split``, e.g. MNLI's
-  matched / mismatched validation sets)."""
+  a user may evaluate on (option ``test_split``, e.g. MNLI's matched / mismatched
+  validation sets); its default None means ``test_split``, so that one config can serve
+  every GLUE task whatever its splits are called."""
   defaults = {'max_len': 1024, 'truncate': True, 'validation_fraction': 0.1,
               'max_vocab': 20000, 'min_count': 1, **defaults}
   if test_splits:
-    defaults['test_split'] = test_split
+    defaults['test_split'] = None
 
   def factory(data_dir=None, seed: int = 0, **options: Any) -> Task:
     opts = resolve_options(name, defaults, options)
@@ -136,7 +137,7 @@ def _text_factory(name: str, tfds_name: str, fields: tuple[str, ...], num_classe
     max_len = check_int(name, opts, 'max_len', 1)
     frac = check_fraction(name, opts, 'validation_fraction')
     data_dir = default_data_dir(data_dir)
-    test = opts.get('test_split', test_split)
+    test = opts.get('test_split') or test_split
     if test_splits and test not in test_splits:
       raise ValueError(f'task {name!r}: option test_split={test!r} must be one of '
                        f'{list(test_splits)}')
@@ -159,6 +160,7 @@ def _text_factory(name: str, tfds_name: str, fields: tuple[str, ...], num_classe
                                         transform), metadata=metadata)
 
   factory.__name__ = name.replace('/', '_')
+  factory.defaults = defaults  # every option the task accepts (registry.task_defaults)
   factory.__doc__ = f'{doc} Options (default): ' + ', '.join(
       f'{k}={v!r}' for k, v in sorted(defaults.items())) + '.'
   return factory
@@ -190,20 +192,31 @@ class _LMOpener:
     return grain.MapDataset.source(windows)
 
 
+TINY_SHAKESPEARE_DEFAULTS = {'seq_len': 256, 'tokenizer': 'char'}
+
+
 def tiny_shakespeare(data_dir=None, seed: int = 0, **options: Any) -> Task:
   """Character-level LM on tiny_shakespeare: non-overlapping windows of ``seq_len``
-  characters, targets = next character. Options (default): seq_len=256, tokenizer=None
-  (a saved char tokenizer dict; else built from the train split)."""
-  opts = resolve_options('tiny_shakespeare', {'seq_len': 256, 'tokenizer': None}, options)
+  characters, targets = next character. Options (default): seq_len=256, tokenizer='char'
+  ('char': the characters of the train split; 'byte': UTF-8 bytes; or a saved tokenizer
+  dict, which a resumed run passes so that its vocabulary cannot change)."""
+  opts = resolve_options('tiny_shakespeare', TINY_SHAKESPEARE_DEFAULTS, options)
   seed = check_seed('tiny_shakespeare', seed)
   seq_len = check_int('tiny_shakespeare', opts, 'seq_len', 1)
   data_dir = default_data_dir(data_dir)
-  if isinstance(opts['tokenizer'], dict):
-    tokenizer = tok.tokenizer_from_dict(opts['tokenizer'])
-  else:
+  choice = opts['tokenizer']
+  if isinstance(choice, dict):
+    tokenizer = tok.tokenizer_from_dict(choice)
+  elif choice == 'byte':
+    open_tfds('tiny_shakespeare', 'train', data_dir)  # the not-prepared check
+    tokenizer = tok.ByteTokenizer()
+  elif choice == 'char':
     src = open_tfds('tiny_shakespeare', 'train', data_dir)
     tokenizer = tok.CharTokenizer.build(as_text(src[i]['text'], 'tiny_shakespeare train')
                                         for i in range(len(src)))
+  else:
+    raise ValueError(f"task 'tiny_shakespeare': option tokenizer={choice!r} must be one of "
+                     "['char', 'byte'] or a saved tokenizer dict")
   spec = TaskSpec(name='tiny_shakespeare', kind='token', vocab_size=tokenizer.vocab_size,
                   max_len=seq_len, metrics=tok.lm_metrics(tokenizer),
                   eval_metric='loss', eval_metric_larger_is_better=False)
@@ -211,6 +224,9 @@ def tiny_shakespeare(data_dir=None, seed: int = 0, **options: Any) -> Task:
               'tfds_name': 'tiny_shakespeare', 'tokenizer': tokenizer.to_dict()}
   return Task(spec=spec, open=_LMOpener('tiny_shakespeare', data_dir, tokenizer.to_dict(),
                                         seq_len), metadata=metadata)
+
+
+tiny_shakespeare.defaults = TINY_SHAKESPEARE_DEFAULTS
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -266,6 +282,7 @@ def _pixel_factory(name: str, tfds_name: str, side: int, channels: int,
                                         _Pixels(permutation, grey)), metadata=metadata)
 
   factory.__name__ = name
+  factory.defaults = defaults
   factory.__doc__ = f'{doc} Options (default): ' + ', '.join(
       f'{k}={v!r}' for k, v in sorted(defaults.items())) + '.'
   return factory
@@ -282,7 +299,7 @@ def _glue(config: str, fields: tuple[str, ...], metrics: tuple[str, ...],
   return _text_factory(f'glue/{config}', f'glue/{config}', fields, num_classes, test_split,
                        {'tokenizer': 'word', 'max_len': 128}, metrics, metrics[0],
                        f'GLUE {config} (test = GLUE {test_split}; validation carved from '
-                       f'train by seed).', kind=kind, test_splits=test_splits)
+                       f'train by seed).', kind=kind, test_splits=test_splits or (test_split,))
 
 
 TASKS: dict[str, Callable[..., Task]] = {

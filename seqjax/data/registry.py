@@ -11,7 +11,9 @@ families, each contributing a ``{name: factory}`` table:
 * ``seqjax.data.files`` — the user's own text / CSV / TSV files.
 
 A factory is called as ``factory(data_dir=..., seed=..., **options)`` and returns a
-``Task``; unknown options raise ``ValueError`` naming the option.
+``Task``; unknown options raise ``ValueError`` naming the option. Its ``defaults``
+attribute maps every option it accepts to its default: the one place a task's options are
+defined, which config files read (``task_defaults``) instead of copying them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ TASKS: dict[str, Callable[..., Task]] = {**synthetic.TASKS, **real.TASKS, **file
 
 def task_names() -> list[str]:
   return sorted(TASKS)
+
+
+def task_defaults(name: str) -> dict[str, Any]:
+  """Every option task ``name`` accepts, with its default (a copy)."""
+  if name not in TASKS:
+    raise ValueError(f'unknown task {name!r}; choose one of {sorted(TASKS)}')
+  return dict(TASKS[name].defaults)
 
 
 def get_task(name: str, *, data_dir: str | None = None, seed: int = 0,

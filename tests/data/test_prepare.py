@@ -145,11 +145,16 @@ def test_bad_tsv_is_one_line(tmp_path):
 
 
 def test_script_exit_code_and_one_line_per_dataset(tmp_path):
-  """The entry point as a user runs it (no network needed for these two)."""
+  """The entry point as a user runs it (no network needed): one line per dataset, and at
+  the default verbosity no TFDS progress bars (they go to stderr) around them."""
+  _write_tsvs(tmp_path / 'manual')
   proc = subprocess.run(
       [sys.executable, '-m', 'scripts.prepare_data', '--datasets=retrieval,no_such_set',
-       f'--data_dir={tmp_path}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+       f'--data_dir={tmp_path}/data', f'--manual_dir={tmp_path}/manual'], cwd=ROOT,
+      capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1
+  assert proc.stdout.strip().splitlines() == [
+      f'prepared retrieval in {prepare.prepare("retrieval", f"{tmp_path}/data")}']
   errors = proc.stderr.strip().splitlines()
-  assert len(errors) == 2 and all(e.startswith('error: ') for e in errors), proc.stderr
-  assert 'retrieval' in errors[0] and 'no_such_set' in errors[1]
+  assert len(errors) == 1 and errors[0].startswith('error: '), proc.stderr
+  assert 'no_such_set' in errors[0]

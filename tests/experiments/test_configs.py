@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import evaluate as evaluate_lib
-from seqjax.data.registry import get_task, task_names
+from experiments import cli, evaluate as evaluate_lib
+from seqjax.data.registry import get_task, task_defaults, task_names
 from seqjax.data.tokenizers import tokenizer_from_dict
 from seqjax.training import configuration, loop, tasks
 
@@ -54,10 +54,12 @@ def test_every_task_has_a_config():
                          [('glue', g) for g in GLUE])
 def test_config_is_valid_for_its_task(name, task, tmp_path):
   """The file's settings pass the trainer's checks and build a ModelConfig for the task's
-  spec (real datasets through tfds.testing.mock_data; synthetic specs need no data)."""
+  spec (real datasets through tfds.testing.mock_data; synthetic specs need no data), and
+  its task_options hold every option the task accepts, so each can be set by a flag."""
   config = _config(name)
   if task:
     config.task = task
+  assert set(config.task_options) == set(task_defaults(config.task))
   configuration.check_config(config)
   options = config.task_options.to_dict()
   if 'path' in options:
@@ -71,16 +73,35 @@ def test_config_is_valid_for_its_task(name, task, tmp_path):
 
 @pytest.mark.parametrize('name,override,field,value', [
     ('text_file', 'task_options.path=my.txt', 'path', 'my.txt'),
-    ('csv', 'task_options.text_column=2', 'text_column', '2')])
-def test_readme_overrides_parse(name, override, field, value, monkeypatch):
-  """``--config.task_options.path=my.txt`` parses into the config (the field exists and
-  is typed, though its default is None), as train.py defines the flag."""
-  argv = ['train', f'--config={CONFIGS}/{name}.py', f'--config.{override}']
+    ('csv', 'task_options.text_column=2', 'text_column', '2'),
+    ('csv', 'task_options.num_classes=3', 'num_classes', 3),
+    ('pathfinder', 'task_options.path_length=9', 'path_length', 9),
+    ('glue', 'task=glue/mnli --config.task_options.test_split=validation_mismatched',
+     'test_split', 'validation_mismatched')])
+def test_documented_overrides_parse(name, override, field, value, monkeypatch):
+  """The overrides the README and the config docstrings show parse into the config (the
+  field exists and is typed, even where its default is None), as train.py defines the
+  flag, and the task accepts the result."""
+  argv = ['train', f'--config={CONFIGS}/{name}.py',
+          *(f'--config.{o}' for o in override.split(' --config.'))]
   monkeypatch.setattr(sys, 'argv', argv)  # config_flags reads --config while defining
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file('config', f'{CONFIGS}/default.py', flag_values=fv)
   fv(argv)
   assert fv.config.task_options[field] == value
+  assert set(fv.config.task_options) <= set(task_defaults(fv.config.task))
+
+
+def test_a_task_option_without_the_task_config_file_names_the_file(capsys):
+  """With the default file, ``--config.task=text_file`` keeps the default task's options:
+  the one-line error says which config file has ``path``."""
+  argv = ['train', '--config.task=text_file', '--config.task_options.path=my.txt']
+  with pytest.raises(SystemExit) as stop:
+    cli.check_config_args(argv, f'{CONFIGS}/default.py')
+  assert stop.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: unknown config field 'path'")
+  assert err[0].endswith('add --config=experiments/configs/text_file.py')
 
 
 def test_help_shows_the_config_flag():

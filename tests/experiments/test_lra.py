@@ -10,24 +10,29 @@ import pytest
 
 from experiments import lra
 from experiments.configs import lra_settings
+from seqjax.data.registry import get_task
+from seqjax.models.families import FAMILIES
+from seqjax.training import configuration
 
 
 def test_table_holds_the_run_and_the_published_figures(tmp_path):
   options = {'listops': {'max_len': 24, 'min_len': 4, 'max_depth': 2, 'max_args': 3,
                          'num_train': 32, 'num_validation': 8, 'num_test': 16}}
-  records = lra.run(['listops', 'retrieval'], ['lstm'], 'cpu', str(tmp_path),
+  # min_gru: one of the families added after the first LRA table (any registered family).
+  records = lra.run(['listops', 'retrieval'], ['min_gru'], 'cpu', str(tmp_path),
                     options=options, steps=2, data_dir=str(tmp_path / 'data'),
                     model_overrides={'d_model': 8, 'num_layers': 1})
   listops, retrieval = records
   assert listops['status'] == 'ok' and listops['length'] == 24 and listops['steps'] == 2
   # The accuracy in the table is the one the trainer wrote for the test split.
-  lines = (tmp_path / 'runs' / 'listops_lstm' / 'metrics.jsonl').read_text().splitlines()
+  lines = (tmp_path / 'runs' / 'listops_min_gru' / 'metrics.jsonl').read_text().splitlines()
   test = [json.loads(l) for l in lines if json.loads(l).get('split') == 'test'][-1]
   assert listops['test_accuracy'] == pytest.approx(test['accuracy'])
   assert retrieval['test_accuracy'] is None
   assert retrieval['status'].startswith('not run:') and 'prepare_data' in retrieval['status']
   md = (tmp_path / 'lra.md').read_text()
   assert 'Reduced size, run on a CPU' in md and 'not* comparable' in md
+  assert 'a small model and 2 training steps' in md  # the steps these runs took
   row = next(l for l in md.splitlines() if l.startswith('| listops |'))
   cells = [c.strip() for c in row.strip('|').split('|')]
   assert cells[1] == '24 tokens (paper 2,000)'
@@ -40,8 +45,8 @@ def test_table_holds_the_run_and_the_published_figures(tmp_path):
   lra.run(['retrieval'], ['s4d'], 'cpu', str(tmp_path), data_dir=str(tmp_path / 'data'))
   saved = json.loads((tmp_path / 'lra.json').read_text())
   assert [(r['task'], r['family']) for r in saved['records']] == [
-      ('listops', 'lstm'), ('retrieval', 'lstm'), ('retrieval', 's4d')]
-  assert '| task | length (this run) | lstm | s4d |' in (tmp_path / 'lra.md').read_text()
+      ('listops', 'min_gru'), ('retrieval', 's4d'), ('retrieval', 'min_gru')]
+  assert '| task | length (this run) | s4d | min_gru |' in (tmp_path / 'lra.md').read_text()
 
 
 def test_paper_scale_uses_the_benchmark_lengths():
@@ -51,6 +56,14 @@ def test_paper_scale_uses_the_benchmark_lengths():
                      'pathfinder': 1024, 'pathx': 16384}
   config = lra.make_config('pathx', 'transformer', 'paper')
   assert config.model_cfg.max_len == 16384 and config.model_cfg.impl == 'attention:chunked'
+  # Every registered family that can classify is accepted and gets a valid model.
+  classifiers = [n for n, f in FAMILIES.items() if 'classifier' in f.supported_heads]
+  assert list(lra.FAMILIES) == classifiers and {'mamba2', 'griffin', 'xlstm'} <= set(classifiers)
+  options = lra.make_config('listops', 'lstm', 'cpu').task_options.to_dict()
+  spec = get_task('listops', **options).spec
+  for family in classifiers:
+    cfg = configuration.model_config(lra.make_config('listops', family, 'cpu'), spec)
+    assert cfg.model == family and cfg.max_len >= spec.max_len
   assert lra.parse_options(['pathx.image_size=64', 'text.tokenizer=byte']) == {
       'pathx': {'image_size': 64}, 'text': {'tokenizer': 'byte'}}
   assert lra.parse_model(['d_model=128', 'positions=rope']) == {'d_model': 128,

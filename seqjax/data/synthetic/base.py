@@ -349,6 +349,7 @@ def make_factory(builder_cls: type[SyntheticBuilder]) -> Callable[..., Task]:
                 metadata=metadata)
 
   factory.__name__ = task
+  factory.defaults = defaults  # every option the task accepts (registry.task_defaults)
   factory.__doc__ = (f'The {task!r} task. Options (default): '
                      + ', '.join(f'{k}={v!r}' for k, v in sorted(defaults.items())) + '.\n\n'
                      + (builder_cls.__doc__ or ''))
