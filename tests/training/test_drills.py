@@ -3,13 +3,15 @@
 * Pre-emption: SIGTERM right after a checkpoint commit, during an asynchronous save, and
   before the loop; a SIGKILL; the interrupted-and-resumed run must equal an uninterrupted
   one bit for bit (parameters) and line for line (``metrics.jsonl``, TensorBoard's view).
-* One writer per workdir: a second trainer exits at once naming the first; a killed
-  trainer's lock is taken over.
+* One writer per workdir: a second trainer exits at once naming the first (in-process,
+  and from the command line before JAX is imported, writing nothing); a killed trainer's
+  lock is taken over.
 * Damaged checkpoints: flipped bytes that Orbax alone restores without a word, truncated
   files, NaN parameters; ``train`` and ``evaluate`` fall back with one warning line, or
   stop with one line and leave the workdir alone.
 * Failures outside the program: a write limit (``RLIMIT_FSIZE``, the kernel's "File too
-  large") during an asynchronous save, an unwritable workdir, leftovers of killed runs.
+  large") during an asynchronous save, a full device (``/dev/full``) under
+  ``metrics.jsonl``, an unwritable workdir, leftovers of killed runs.
 * Mistakes: config files, CSV rows, device counts — one line each.
 
 Processes are synchronised on files they write (the lock file, checkpoint directories);
@@ -83,10 +85,10 @@ def _start(args, script='train', command=None, cache_writes=True) -> subprocess.
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=1').strip(),
-             # Compile once for all the drills' processes (the same programs each time).
-             JAX_COMPILATION_CACHE_DIR=_JIT_CACHE[0],
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0' if cache_writes else str(2**40))
+  if _JIT_CACHE:  # compile once for all the drills' processes (the same programs each time)
+    env['JAX_COMPILATION_CACHE_DIR'] = _JIT_CACHE[0]
   command = command or ['-m', f'experiments.{script}']
   return subprocess.Popen([sys.executable, *command, *args], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -224,6 +226,15 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   with pytest.raises(EnvironmentFailure, match=f'in use by another trainer, pid {a.pid} '):
     loop.train(_config(data_dir), str(work))
   assert time.time() - t0 < 10
+  # The same from the command line: turned away before JAX is imported, with one line
+  # naming A and nothing written into A's workdir (no errors.log).
+  t0 = time.time()
+  code, _, err = _finish(_start(_args(work, data_dir)))
+  assert code == 3 and time.time() - t0 < 10, err[-2000:]
+  (line,) = err.strip().splitlines()
+  assert line.startswith(f'error: workdir {work} is in use by another trainer, '
+                         f'{_holder(a.pid)} (since '), line
+  assert not (work / cli.ERROR_LOG).exists()
   # The early run is watched from its start and signalled the moment its lock appears:
   # started any sooner, it could reach its first step while this process is busy above.
   early = _start(_args(other, data_dir))
@@ -288,8 +299,10 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   # Rerunning the finished run adds nothing, and deletes checkpoints left beyond the
   # retention (here: keep_checkpoints lowered from 2 to 1).
   before, view = (work / 'metrics.jsonl').read_bytes(), _tensorboard_view(work)
+  events = sorted(os.listdir(work / 'tensorboard'))
   loop.train(_config(data_dir, keep_checkpoints=1), str(work))
   assert (work / 'metrics.jsonl').read_bytes() == before and _tensorboard_view(work) == view
+  assert sorted(os.listdir(work / 'tensorboard')) == events  # not even an empty file
   assert _steps(work) == sorted({_params(work, 'best')[0], RUN['num_steps']})
 
 
@@ -317,6 +330,24 @@ def test_a_failed_async_save_stops_the_run_at_once_and_cleans_up(baseline, data_
   assert not _tmp_dirs(work) and not _steps(work)
   last = max(r['step'] for r in _records(work))
   assert 50 <= last < 100  # reported long before the next save would have noticed
+
+
+def test_a_full_disk_under_metrics_jsonl_is_one_line_naming_it(tmp_path):
+  """``/dev/full`` fails every write with ENOSPC, as a full disk does; Python's error from
+  ``flush`` names no file, the writer's does."""
+  from seqjax.training.metrics_writer import JSONL, MetricsWriter
+  writer = MetricsWriter(str(tmp_path), tensorboard=False)
+  writer.write(1, 'train', {'loss': 1.0})
+  path = tmp_path / JSONL
+  path.unlink()
+  path.symlink_to('/dev/full')
+  writer._file.close()  # pylint: disable=protected-access
+  writer._file = open(path, 'a')  # pylint: disable=protected-access
+  with pytest.raises(OSError) as err:
+    writer.write(2, 'train', {'loss': 1.0})
+  assert cli.classify(err.value) == (3, f'No space left on device ({path})')
+  with pytest.raises(OSError, match=re.escape(str(path))):
+    writer.close()  # the line still buffered fails again, named again
 
 
 def test_checksums_catch_what_orbax_restores_silently(tmp_path):
