@@ -177,6 +177,21 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
+def exit_preempted() -> None:
+  """The end of a command pre-empted before it saved anything: one line, exit code 0."""
+  print('pre-empted before the first step: nothing was saved; rerun the same command to '
+        'continue')
+  sys.exit(0)
+
+
+def exit_if_preempted() -> None:
+  """``exit_preempted`` if SIGTERM already arrived; for entry points, before their slow
+  imports (a later SIGTERM is checked again when ``main`` starts)."""
+  from seqjax.training.preemption import PREEMPTION  # pylint: disable=g-import-not-at-top
+  if PREEMPTION.requested:
+    exit_preempted()
+
+
 def _flag_value(argv: list[str], name: str) -> str | None:
   """The last ``--name=value`` / ``--name value`` in ``argv`` (absl's rule: the last
   wins), without parsing the other flags."""
@@ -327,9 +342,7 @@ def _guarded(main: Callable[[list[str]], Any], workdir_flag: str):
     except (SystemExit, KeyboardInterrupt):
       raise
     except errors.Preempted:
-      print('pre-empted before the first step: nothing was saved; rerun the same command '
-            'to continue')
-      sys.exit(errors.EXIT_OK)
+      exit_preempted()
     except Exception as err:  # pylint: disable=broad-except
       code, line = classify(err)
       # An expected condition (another trainer holds the workdir) is explained by its

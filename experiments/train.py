@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import signal
 
-# The very first statement: a SIGTERM from here on is recorded (by this two-line handler,
+# The first statement that runs: a SIGTERM from here on is recorded (by this two-line handler,
 # before even seqjax is imported) instead of killing the process with exit code 143;
 # ``preemption.install`` takes the record over. Only the interpreter's own start-up before
 # this module runs (about 0.1 s; 0.3-0.8 s measured on a loaded machine, mostly ``site``
@@ -43,8 +43,10 @@ from absl import flags
 
 from experiments import cli
 
-# Before the config file is loaded (it imports JAX and the model code: seconds): a second
-# trainer on a locked workdir stops here, within a second.
+# Before the config file is loaded (it imports JAX and the model code: seconds): a SIGTERM
+# that already arrived, or a workdir another trainer holds, ends the command here, within
+# a second.
+cli.exit_if_preempted()
 cli.exit_if_workdir_locked(sys.argv, 'workdir')
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
