@@ -127,7 +127,8 @@ class MetricsWriter:
     self._file = open(self._path, 'a')
     # The event file is made at the first scalar: a rerun of a finished run writes none
     # and so adds no empty file.
-    self._tb_args = (os.path.join(workdir, 'tensorboard'), start_step) if tensorboard else None
+    self._tb_args = ((os.path.join(workdir, 'tensorboard'), start_step) if tensorboard
+                     else None)
     if sys.stdout.isatty() and total_steps:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total_steps, initial=start_step, unit='step',

@@ -68,7 +68,9 @@ def check_not_locked(workdir: str) -> None:
   one of a multi-process job, whose other processes find process 0's lock held; so it
   stops only when the holder recorded a job of one process, which no other trainer may
   join. A missing or unreadable lock file passes: the real checks report what is wrong
-  with the workdir."""
+  with the workdir. (A trainer that takes the lock in the very microseconds the probe
+  holds it is turned away as if the workdir were in use: of two trainers racing for one
+  workdir, one must lose.)"""
   try:
     fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR)
   except OSError:
@@ -117,7 +119,7 @@ class WorkdirLock:
       holder = self._read()
       os.close(self._fd)
       self._fd = None
-      raise in_use(os.path.dirname(self.path), holder)
+      raise in_use(os.path.dirname(self.path), holder) from None
     previous = self._read()
     if previous.get('pid'):
       logging.warning('taking over the lock of %s in %s: that trainer is no longer running',

@@ -201,7 +201,8 @@ def _rewrite_params(step_dir, change, checksums='old') -> None:
   import orbax.checkpoint as ocp
   step_dir = Path(step_dir)
   ckptr = ocp.StandardCheckpointer()
-  params = jax.tree.map(change, jax.tree.map(np.asarray, ckptr.restore(step_dir / 'params')))
+  saved = ckptr.restore(step_dir / 'params')
+  params = jax.tree.map(lambda x: change(np.asarray(x)), saved)
   tmp = step_dir.parent.parent / 'rewritten-params'
   ckptr.save(tmp, params)
   ckptr.wait_until_finished()
