@@ -3,7 +3,8 @@
 The codes (``seqjax.training.errors``): 0 done or pre-empted; 1 a user mistake
 (``UserError``, ``DataError``, a bad flag or config file); 2 NaN/Inf; 3 an environment
 failure (``EnvironmentFailure``, any ``OSError``, device out of memory); 4 anything else,
-an internal error. For 3 and 4 the line names the log file that holds the traceback and
+an internal error. For 3 and 4 (except a workdir locked by another trainer, an expected
+condition the line explains) the line names the log file that holds the traceback and
 every warning and error logged before it (``<workdir>/errors.log``, or a file in the
 temporary directory when the workdir cannot take it).
 
@@ -205,6 +206,49 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
+def exit_preempted() -> None:
+  """The end of a command pre-empted before it saved anything: one line, exit code 0."""
+  print('pre-empted before the first step: nothing was saved; rerun the same command to '
+        'continue')
+  sys.exit(0)
+
+
+def exit_if_preempted() -> None:
+  """``exit_preempted`` if SIGTERM already arrived; for entry points, before their slow
+  imports (a later SIGTERM is checked again when ``main`` starts)."""
+  from seqjax.training.preemption import PREEMPTION  # pylint: disable=g-import-not-at-top
+  if PREEMPTION.requested:
+    exit_preempted()
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The last ``--name=value`` / ``--name value`` in ``argv`` (absl's rule: the last
+  wins), without parsing the other flags."""
+  value = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def exit_if_workdir_locked(argv: list[str], workdir_flag: str) -> None:
+  """Exit code 3 and one line naming the holder if a live single-process trainer holds
+  the workdir of ``argv``; for entry points, before their slow imports. Writes nothing
+  (the workdir is the other trainer's); the trainer's own lock still decides everything
+  this probe lets through."""
+  from seqjax.training import errors, workdir  # pylint: disable=g-import-not-at-top
+  path = _flag_value(argv, workdir_flag)
+  if not path:
+    return
+  try:
+    workdir.check_not_locked(path)
+  except errors.WorkdirInUse as err:
+    print(f'error: {err}', file=sys.stderr)
+    sys.exit(errors.EXIT_ENVIRONMENT)
+
+
 # ----------------------------------------------------------------------------- failures
 
 
@@ -327,12 +371,13 @@ def _guarded(main: Callable[[list[str]], Any], workdir_flag: str):
     except (SystemExit, KeyboardInterrupt):
       raise
     except errors.Preempted:
-      print('pre-empted before the first step: nothing was saved; rerun the same command '
-            'to continue')
-      sys.exit(errors.EXIT_OK)
+      exit_preempted()
     except Exception as err:  # pylint: disable=broad-except
       code, line = classify(err)
-      if code in (errors.EXIT_ENVIRONMENT, errors.EXIT_INTERNAL):
+      # An expected condition (another trainer holds the workdir) is explained by its
+      # line; a log would only clutter a workdir that is not ours.
+      if (code in (errors.EXIT_ENVIRONMENT, errors.EXIT_INTERNAL)
+          and getattr(err, 'log_traceback', True)):
         line += f' [traceback: {write_error_log(flags.FLAGS[workdir_flag].value, err)}]'
       print(f'error: {line}', file=sys.stderr)
       if code in (errors.EXIT_ENVIRONMENT, errors.EXIT_INTERNAL):

@@ -49,6 +49,14 @@ class EnvironmentFailure(RuntimeError):
   exit_code = EXIT_ENVIRONMENT
 
 
+class WorkdirInUse(EnvironmentFailure):
+  """Another trainer holds the workdir's lock. An expected condition, not a failure of
+  this process: the line names the holder and no traceback log is written (the workdir
+  is the other trainer's)."""
+
+  log_traceback = False
+
+
 class CheckpointSaveError(EnvironmentFailure):
   """Writing a checkpoint failed (its temporary files are removed)."""
 

@@ -108,7 +108,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     def claim_workdir():  # before any data is prepared; one lock for the whole job
       if lead:
         ensure_writable(workdir)
-        stack.enter_context(WorkdirLock(workdir))
+        stack.enter_context(WorkdirLock(workdir, processes=jax.process_count()))
         # Orbax's CheckpointManager syncs all processes at points that depend on whether
         # the directory exists (a read-only one, for the saved tokenizer, only if it
         # does): made here, before any process looks, every process takes the same path.

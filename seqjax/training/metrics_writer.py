@@ -12,6 +12,7 @@ state, so a run pre-empted mid-window writes the same next line after resuming.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -98,6 +99,15 @@ class TrainWindow:
     return metrics
 
 
+def _tensorboard_writer(logdir: str, start_step: int):
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  # purge_step: TensorBoard hides this run's earlier events from that step on. The
+  # sub-second suffix keeps event files of runs started within one second apart and in
+  # time order (TensorBoard reads them in name order).
+  return SummaryWriter(logdir, purge_step=start_step + 1,
+                       filename_suffix=f'.{time.time_ns() % 10**9:09d}')
+
+
 def _fmt(v: float) -> str:
   return f'{v:.4g}' if isinstance(v, float) else str(v)
 
@@ -115,14 +125,10 @@ class MetricsWriter:
     os.makedirs(workdir, exist_ok=True)
     self._truncate_after(start_step)
     self._file = open(self._path, 'a')
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      # purge_step: TensorBoard hides this run's earlier events from that step on.
-      # The sub-second suffix keeps event files of runs started within one second apart
-      # and in time order (TensorBoard reads them in name order).
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                               purge_step=start_step + 1,
-                               filename_suffix=f'.{time.time_ns() % 10**9:09d}')
+    # The event file is made at the first scalar: a rerun of a finished run writes none
+    # and so adds no empty file.
+    self._tb_args = ((os.path.join(workdir, 'tensorboard'), start_step) if tensorboard
+                     else None)
     if sys.stdout.isatty() and total_steps:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total_steps, initial=start_step, unit='step',
@@ -145,8 +151,11 @@ class MetricsWriter:
       return
     clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v)))
              for k, v in metrics.items()}
-    self._file.write(json.dumps({'step': int(step), 'split': split, **clean}) + '\n')
-    self._file.flush()
+    with self._naming_the_file():
+      self._file.write(json.dumps({'step': int(step), 'split': split, **clean}) + '\n')
+      self._file.flush()
+    if self._tb is None and self._tb_args is not None:
+      self._tb = _tensorboard_writer(*self._tb_args)
     if self._tb is not None:
       for k, v in metrics.items():
         self._tb.add_scalar(f'{split}/{k}', float(v), int(step))
@@ -155,6 +164,18 @@ class MetricsWriter:
       self._bar.set_postfix_str(f'{split} ' + text[:120], refresh=False)
       self._bar.write(f'[{split}] step {step}: {text}')
     logging.info('[%s] step %d: %s', split, step, text)
+
+  @contextlib.contextmanager
+  def _naming_the_file(self):
+    """An ``OSError`` from writing or flushing (a full disk) carries no file name; the
+    command's one line should say which file, so it is raised again with it."""
+    try:
+      yield
+    except OSError as err:
+      if err.filename:
+        raise
+      raise OSError(err.errno, err.strerror or str(err),
+                    getattr(self._file, 'name', self._path)) from err
 
   def advance(self, steps: int = 1) -> None:
     if self._bar is not None:
@@ -168,7 +189,10 @@ class MetricsWriter:
     failure = None
     for sink in (self._file, self._tb, self._bar):
       try:
-        if sink is not None:
+        if sink is self._file:
+          with self._naming_the_file():
+            sink.close()
+        elif sink is not None:
           sink.close()
       except Exception as err:  # pylint: disable=broad-except
         failure = failure or err

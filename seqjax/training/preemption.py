@@ -21,7 +21,11 @@ restore) a multi-process job therefore does not stop at once: it stops at its fi
 boundary, saving nothing new.
 
 Entry points call ``install()`` before their heavy imports, so a SIGTERM during start-up
-is recorded too (instead of Python's default: death by signal, exit code 143).
+is recorded too (instead of Python's default: death by signal, exit code 143);
+``experiments/train.py`` records one even earlier, with a minimal handler set by its
+first statement, and passes that record to ``install(early=...)``. A request recorded
+before ``main`` runs ends the command with the "nothing was saved" line
+(``experiments.cli``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from typing import Sequence
 
 from seqjax.training.errors import Preempted
 
@@ -47,12 +52,16 @@ class Preemption:
     if self._interruptible:
       raise Preempted('SIGTERM')
 
-  def install(self) -> bool:
-    """Routes SIGTERM here for the rest of the process (main thread only)."""
+  def install(self, early: Sequence[int] = ()) -> bool:
+    """Routes SIGTERM here for the rest of the process (main thread only). ``early`` is
+    the record of an entry point's first, minimal handler (a list it appends signals to);
+    it is read after the switch, so a signal that lands during it is not lost."""
     if threading.current_thread() is not threading.main_thread():
       return False
     signal.signal(signal.SIGTERM, self._handle)
     self._installed = True
+    if early:
+      self.requested = True
     return True
 
   @contextlib.contextmanager
@@ -104,5 +113,5 @@ class Preemption:
 PREEMPTION = Preemption()
 
 
-def install() -> bool:
-  return PREEMPTION.install()
+def install(early: Sequence[int] = ()) -> bool:
+  return PREEMPTION.install(early)

@@ -9,7 +9,9 @@ is never deleted (deleting it would let a third process lock a new file while th
 still waits on the old one); a clean exit only clears the holder line. On Linux ``flock``
 also works over NFS (it is emulated with POSIX locks there).
 
-Both checks run before any data is prepared, so an unusable workdir costs nothing.
+Both checks run before any data is prepared, so an unusable workdir costs nothing, and
+``check_not_locked`` lets ``experiments/train.py`` turn a second trainer away before it
+even imports JAX.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 
 from absl import logging
 
-from seqjax.training.errors import EnvironmentFailure
+from seqjax.training.errors import EnvironmentFailure, WorkdirInUse
 
 LOCK_FILE = '.lock'
 
@@ -50,11 +52,50 @@ def _holder_text(info: dict) -> str:
   return f'pid {info.get("pid")} on host {info.get("host")} (since {started})'
 
 
+def in_use(workdir: str, holder: dict) -> WorkdirInUse:
+  return WorkdirInUse(
+      f'workdir {workdir} is in use by another trainer, {_holder_text(holder)}; wait for '
+      'it to finish, stop it, or use another --workdir')
+
+
+def check_not_locked(workdir: str) -> None:
+  """Raises ``WorkdirInUse`` if a live single-process trainer holds ``workdir``'s lock;
+  changes nothing.
+
+  For entry points, before their slow imports (the config alone imports JAX): a second
+  trainer then stops in a second. Only a probe (the lock is free again when this
+  returns); ``WorkdirLock`` still decides. It cannot know yet whether this process is
+  one of a multi-process job, whose other processes find process 0's lock held; so it
+  stops only when the holder recorded a job of one process, which no other trainer may
+  join. A missing or unreadable lock file passes: the real checks report what is wrong
+  with the workdir. (A trainer that takes the lock in the very microseconds the probe
+  holds it is turned away as if the workdir were in use: of two trainers racing for one
+  workdir, one must lose.)"""
+  try:
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR)
+  except OSError:
+    return
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    try:
+      holder = json.loads(os.pread(fd, 4096, 0).decode('utf-8', 'replace') or '{}')
+    except (OSError, ValueError):
+      holder = {}
+    if isinstance(holder, dict) and holder.get('processes') == 1:
+      raise in_use(workdir, holder) from None
+  except OSError:
+    return
+  finally:
+    os.close(fd)  # also drops the probe's lock
+
+
 class WorkdirLock:
   """An exclusive lock on ``workdir`` (a context manager)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, processes: int = 1):
     self.path = os.path.join(workdir, LOCK_FILE)
+    self.processes = processes  # of the holder's job, for ``check_not_locked``
     self._fd = None
 
   def _read(self) -> dict:
@@ -78,16 +119,13 @@ class WorkdirLock:
       holder = self._read()
       os.close(self._fd)
       self._fd = None
-      raise EnvironmentFailure(
-          f'workdir {os.path.dirname(self.path)} is in use by another trainer, '
-          f'{_holder_text(holder)}; wait for it to finish, stop it, or use another '
-          '--workdir') from None
+      raise in_use(os.path.dirname(self.path), holder) from None
     previous = self._read()
     if previous.get('pid'):
       logging.warning('taking over the lock of %s in %s: that trainer is no longer running',
                       _holder_text(previous), self.path)
     self._write(json.dumps({'host': socket.gethostname(), 'pid': os.getpid(),
-                            'started': time.time()}))
+                            'started': time.time(), 'processes': self.processes}))
 
   def release(self) -> None:
     if self._fd is None:

@@ -1,16 +1,23 @@
 """Reliability drills on a tiny model, with real signals and real file damage.
 
-* Pre-emption: SIGTERM right after a checkpoint commit, during an asynchronous save, and
-  before the loop; a SIGKILL; the interrupted-and-resumed run must equal an uninterrupted
-  one bit for bit (parameters) and line for line (``metrics.jsonl``, TensorBoard's view).
-* One writer per workdir: a second trainer exits at once naming the first; a killed
-  trainer's lock is taken over.
-* Damaged checkpoints: flipped bytes that Orbax alone restores without a word, truncated
-  files, NaN parameters; ``train`` and ``evaluate`` fall back with one warning line, or
-  stop with one line and leave the workdir alone.
+* Pre-emption: SIGTERM right after a checkpoint commit, during an asynchronous save,
+  before the loop, and as soon as ``experiments/train.py`` starts; a SIGKILL; the
+  interrupted-and-resumed run must equal an uninterrupted one bit for bit (parameters)
+  and line for line (``metrics.jsonl``, TensorBoard's view).
+* One writer per workdir: a second trainer exits at once naming the first (in-process,
+  and from the command line before JAX is imported, writing nothing); a killed trainer's
+  lock is taken over.
+* Damaged checkpoints: params rewritten through Orbax (well-formed, other values: only
+  the checksum can tell), truncated files, NaN parameters under matching checksums;
+  ``train`` and ``evaluate`` fall back with one warning line, or stop with one line and
+  leave the workdir alone.
 * Failures outside the program: a write limit (``RLIMIT_FSIZE``, the kernel's "File too
-  large") during an asynchronous save, an unwritable workdir, leftovers of killed runs.
-* Mistakes: config files, CSV rows, device counts — one line each.
+  large") during an asynchronous save, an unwritable workdir.
+* Mistakes: a misspelled field and a missing config file from the command line.
+
+The drills that need no trainer (a full disk under ``metrics.jsonl``, a flipped bit that
+Orbax alone restores without a word, config-file, CSV and exit-code messages, dataset
+leftovers) are in ``test_drill_messages.py``.
 
 Processes are synchronised on files they write (the lock file, checkpoint directories);
 SIGSTOP freezes a trainer at the moment of interest so that the signal under test lands
@@ -39,9 +46,7 @@ import pytest
 
 from experiments import cli
 from seqjax.training import integrity, loop
-from seqjax.training.checkpointing import Checkpointer
-from seqjax.training.errors import (DamagedCheckpointError, EnvironmentFailure,
-                                    NonFiniteLossError, UserError)
+from seqjax.training.errors import DamagedCheckpointError, EnvironmentFailure, UserError
 
 pytestmark = pytest.mark.drill
 
@@ -83,10 +88,10 @@ def _start(args, script='train', command=None, cache_writes=True) -> subprocess.
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
              XLA_FLAGS=(os.environ.get('XLA_FLAGS', '') +
                         ' --xla_force_host_platform_device_count=1').strip(),
-             # Compile once for all the drills' processes (the same programs each time).
-             JAX_COMPILATION_CACHE_DIR=_JIT_CACHE[0],
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0' if cache_writes else str(2**40))
+  if _JIT_CACHE:  # compile once for all the drills' processes (the same programs each time)
+    env['JAX_COMPILATION_CACHE_DIR'] = _JIT_CACHE[0]
   command = command or ['-m', f'experiments.{script}']
   return subprocess.Popen([sys.executable, *command, *args], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -182,17 +187,33 @@ def _digest_tree(path) -> dict[str, str]:
           for p in sorted(Path(path).rglob('*')) if p.is_file()}
 
 
-def _damage(step_dir, how: str) -> None:
-  """Real damage to every parameter data file of a checkpoint step."""
+def _damage(step_dir) -> None:
+  """Real damage to every parameter data file of a checkpoint step: cut in half."""
   for path in Path(step_dir, 'params').rglob('*'):
     if path.is_file() and path.parent.name == 'd':
-      data = bytearray(path.read_bytes())
-      if how == 'truncate':
-        data = data[:len(data) // 2]
-      else:
-        for i in (len(data) // 3, len(data) // 3 + 1):
-          data[i] ^= 0xFF
-      path.write_bytes(bytes(data))
+      path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def _rewrite_params(step_dir, change, checksums='old') -> None:
+  """The params of a checkpoint step replaced by ``change(params)``, written by Orbax
+  itself (so TensorStore reads them without complaint) under the step's old checksums,
+  or (``checksums='new'``) under checksums recomputed to match."""
+  import orbax.checkpoint as ocp
+  step_dir = Path(step_dir)
+  ckptr = ocp.StandardCheckpointer()
+  saved = ckptr.restore(step_dir / 'params')
+  params = jax.tree.map(lambda x: change(np.asarray(x)), saved)
+  tmp = step_dir.parent.parent / 'rewritten-params'
+  ckptr.save(tmp, params)
+  ckptr.wait_until_finished()
+  ckptr.close()
+  shutil.rmtree(step_dir / 'params')
+  shutil.move(tmp, step_dir / 'params')
+  if checksums == 'new':
+    path = step_dir / 'integrity' / 'metadata'
+    sums = json.loads(path.read_text())
+    sums['params'] = integrity.fingerprint(params)
+    path.write_text(json.dumps(sums))
 
 
 @pytest.fixture(scope='module')
@@ -224,6 +245,15 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   with pytest.raises(EnvironmentFailure, match=f'in use by another trainer, pid {a.pid} '):
     loop.train(_config(data_dir), str(work))
   assert time.time() - t0 < 10
+  # The same from the command line: turned away before JAX is imported, with one line
+  # naming A and nothing written into A's workdir (no errors.log).
+  t0 = time.time()
+  code, _, err = _finish(_start(_args(work, data_dir)))
+  assert code == 3 and time.time() - t0 < 10, err[-2000:]
+  (line,) = err.strip().splitlines()
+  assert line.startswith(f'error: workdir {work} is in use by another trainer, '
+                         f'{_holder(a.pid)} (since '), line
+  assert not (work / cli.ERROR_LOG).exists()
   # The early run is watched from its start and signalled the moment its lock appears:
   # started any sooner, it could reach its first step while this process is busy above.
   early = _start(_args(other, data_dir))
@@ -260,7 +290,7 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   os.kill(k.pid, signal.SIGKILL)
   assert k.wait() == -signal.SIGKILL and _lock_pid(work) == k.pid
   previous, killed = _steps(work)[-2:]
-  _damage(work / 'checkpoints' / str(killed), 'truncate')
+  _damage(work / 'checkpoints' / str(killed))
   (work / 'checkpoints' / '3.corrupt').mkdir()
   os.utime(work / 'checkpoints' / '3.corrupt', (0, 0))
   code, _, err = _finish(_start(_args(work, data_dir)))
@@ -288,9 +318,35 @@ def test_preemption_kills_and_a_second_trainer_leave_the_run_exact(baseline, dat
   # Rerunning the finished run adds nothing, and deletes checkpoints left beyond the
   # retention (here: keep_checkpoints lowered from 2 to 1).
   before, view = (work / 'metrics.jsonl').read_bytes(), _tensorboard_view(work)
+  events = sorted(os.listdir(work / 'tensorboard'))
   loop.train(_config(data_dir, keep_checkpoints=1), str(work))
   assert (work / 'metrics.jsonl').read_bytes() == before and _tensorboard_view(work) == view
+  assert sorted(os.listdir(work / 'tensorboard')) == events  # not even an empty file
   assert _steps(work) == sorted({_params(work, 'best')[0], RUN['num_steps']})
+
+
+def _catches_sigterm(pid: int) -> bool:
+  """Whether the process has a SIGTERM handler (``SigCgt`` in ``/proc/<pid>/status``)."""
+  try:
+    status = Path(f'/proc/{pid}/status').read_text()
+  except OSError:
+    return False
+  mask = next(l.split()[1] for l in status.splitlines() if l.startswith('SigCgt'))
+  return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_sigterm_as_soon_as_train_py_runs_exits_clean(tmp_path):
+  """SIGTERM the moment ``experiments/train.py``'s first statement has set its minimal
+  handler, long before ``preemption.install`` and JAX: exit 0 and the "nothing was saved"
+  line, not death by signal (143)."""
+  proc = _start(_args(tmp_path / 'run', tmp_path / 'data'))
+  _wait_for(proc, lambda: _catches_sigterm(proc.pid), 'the first SIGTERM handler', 60)
+  _signal_frozen(proc, signal.SIGTERM)
+  code, out, err = _finish(proc)
+  assert code == 0, err[-2000:]
+  assert out.strip() == ('pre-empted before the first step: nothing was saved; rerun the '
+                         'same command to continue')
+  assert not (tmp_path / 'run').exists() and not (tmp_path / 'data').exists()
 
 
 def test_a_failed_async_save_stops_the_run_at_once_and_cleans_up(baseline, data_dir,
@@ -319,69 +375,6 @@ def test_a_failed_async_save_stops_the_run_at_once_and_cleans_up(baseline, data_
   assert 50 <= last < 100  # reported long before the next save would have noticed
 
 
-def test_checksums_catch_what_orbax_restores_silently(tmp_path):
-  from seqjax.training.state import TrainState
-  import orbax.checkpoint as ocp
-  rng = np.random.default_rng(0)
-  w = rng.normal(size=64).astype(np.float32)
-  bits = rng.integers(0, 2**32, size=4096, dtype=np.uint32)  # incompressible: stored as is
-
-  def state(w):
-    return TrainState(step=jax.numpy.asarray(1), params={'w': w, 'bits': bits},
-                      opt_state={}, rng=jax.random.PRNGKey(0))
-
-  ck = Checkpointer(str(tmp_path), keep=5, async_save=False)
-  ck.save(1, state(w), {'batch': 1}, {'m': 1})
-  ck.save(2, state(w + 1), {'batch': 2}, {'m': 2})
-  nan = w.copy()
-  nan[7] = np.nan
-  ck.save(3, state(nan), {'batch': 3}, {'m': 3})  # checksums match: saved that way
-  ck.wait()
-  # Flip one bit inside the stored integers of step 2.
-  needle = bits.tobytes()[400:416]
-  files = [p for p in (tmp_path / '2' / 'params').rglob('*') if p.is_file()
-           and needle in p.read_bytes()]
-  assert len(files) == 1
-  data = bytearray(files[0].read_bytes())
-  data[data.index(needle) + 2] ^= 0x40
-  files[0].write_bytes(bytes(data))
-  abstract = {'w': jax.ShapeDtypeStruct(w.shape, w.dtype),
-              'bits': jax.ShapeDtypeStruct(bits.shape, bits.dtype)}
-  raw = ck.manager.restore(2, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract)))['params']
-  assert np.sum(np.asarray(raw['bits']) != bits) == 1  # Orbax alone: no error, one wrong value
-  with pytest.raises(DamagedCheckpointError,
-                     match=re.escape("params: checksum mismatch in ['bits']")):
-    ck.restore(2, abstract)
-  with pytest.raises(DamagedCheckpointError, match=re.escape("params: NaN/Inf in ['w']")):
-    ck.restore(3, abstract)
-  step, got, refused = ck.restore_first_good([3, 2, 1], abstract)
-  assert step == 1 and [s for s, _ in refused] == [3, 2]
-  np.testing.assert_array_equal(got['params']['w'], w)
-  (tmp_path / '1.corrupt').mkdir()  # an older quarantine
-  os.utime(tmp_path / '1.corrupt', (0, 0))
-  kept = ck.quarantine([3, 2])
-  assert ck.all_steps() == [1] and kept.startswith('2.corrupt is kept')
-  assert sorted(p.name for p in tmp_path.glob('*.corrupt')) == ['2.corrupt']
-  ck.close()
-
-
-def test_fingerprint_matches_a_numpy_reference():
-  x = np.random.default_rng(1).normal(size=(5, 7)).astype(np.float32)
-  words = x.view(np.uint32).reshape(-1).astype(np.uint64)
-  i = np.arange(words.size, dtype=np.uint64)
-  m = np.uint64(0xFFFFFFFF)
-  s1 = int(((2 * i + 1) * words & m).sum() & m)
-  h = (words ^ (i * np.uint64(0x9E3779B9) & m)) & m
-  h ^= h >> np.uint64(16)
-  h = h * np.uint64(0x85EBCA6B) & m
-  h ^= h >> np.uint64(13)
-  h = h * np.uint64(0xC2B2AE35) & m
-  h ^= h >> np.uint64(16)
-  s2 = int(h.sum() & m)
-  assert integrity.fingerprint({'x': x}) == {"['x']": f'{s1:08x}{s2:08x}'}
-
-
 # TensorStore reads still in flight when Orbax gives up on a damaged step call back into an
 # event loop Orbax has closed; Python reports that as an ignored RuntimeError.
 @pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
@@ -389,22 +382,32 @@ def test_damaged_checkpoints_cost_evaluate_one_warning_or_stop_with_nothing_chan
     baseline, data_dir, tmp_path):
   work = tmp_path / 'run'
   shutil.copytree(baseline, work)
-  # evaluate: bytes flipped in the best step, config.json gone -> the next good step, one
-  # warning line; asked for that step by number -> an error.
+  # evaluate: the best step's params replaced, through Orbax itself, by well-formed files
+  # of other values (damage no TensorStore check can see; only the checksum can), and
+  # config.json gone -> the next good step, one warning line; asked for that step by
+  # number -> an error.
   best = _params(work, 'best')[0]
-  _damage(work / 'checkpoints' / str(best), 'flip')
+  _rewrite_params(work / 'checkpoints' / str(best), lambda x: x + 1)
   (work / 'config.json').unlink()  # the checkpoints alone must be enough
   code, out, err = _finish(_start([f'--workdir={work}', '--checkpoint=best'], 'evaluate'))
   assert code == 0, err[-3000:]
   line = _one_line(err)
-  assert 'damaged checkpoint' in line and f'step {best} (' in line, line
+  assert 'damaged checkpoint' in line, line
+  assert f'step {best} (params: checksum mismatch in ' in line, line
   assert json.loads(out.splitlines()[-1])['step'] != best
   with pytest.raises(DamagedCheckpointError, match=f'step {best} is damaged'):
     loop.load_for_inference(str(work), str(best))
+  # NaN params under checksums that match them: refused all the same.
+  (other,) = [s for s in _steps(work) if s != best]
+  _rewrite_params(work / 'checkpoints' / str(other), lambda x: np.full_like(x, np.nan),
+                  checksums='new')
+  with pytest.raises(DamagedCheckpointError,
+                     match=re.escape(f'step {other} is damaged (params: NaN/Inf in ')):
+    loop.load_for_inference(str(work), 'latest')
 
   # Every step damaged: one error, nothing changed, no silent restart ...
   for step in _steps(work):
-    _damage(work / 'checkpoints' / str(step), 'truncate')
+    _damage(work / 'checkpoints' / str(step))
   before = _digest_tree(work)
   with pytest.raises(DamagedCheckpointError, match='restart=True to start over') as err:
     loop.train(_config(data_dir), str(work))
@@ -426,37 +429,6 @@ def test_the_workdir_is_checked_before_any_data_is_prepared(data_dir, tmp_path):
   assert not fresh.exists()
 
 
-def test_leftovers_of_an_interrupted_dataset_preparation_are_removed(tmp_path):
-  from seqjax.data.registry import get_task
-  task = get_task('copying', data_dir=str(tmp_path), num_train=32, num_validation=8,
-                  num_test=8)
-  config_dir = Path(tmp_path, task.metadata['tfds_name'].replace('/', os.sep))
-  leftover = config_dir / 'incomplete.ABCDEF_1.0.0'
-  leftover.mkdir(parents=True)
-  (leftover / 'copying-train.array_record-00000-of-00001').write_bytes(b'\0' * 100)
-  assert len(task.dataset('train')) == 32
-  assert not list(config_dir.glob('incomplete.*'))
-
-
-@pytest.mark.parametrize('source,needle', [
-    (None, 'no such file'),
-    ('def get_config(:\n', 'line 1: invalid syntax'),
-    ('x = 1\n', 'defines no get_config()'),
-    ('def get_config():\n  raise RuntimeError("boom")\n',
-     'raised RuntimeError: boom (line 2)'),
-    ('def get_config():\n  return 3\n', 'returned int, not an ml_collections.ConfigDict'),
-])
-def test_config_file_mistakes_are_one_line(source, needle, tmp_path):
-  path = tmp_path / 'cfg.py'
-  if source is not None:
-    path.write_text(source)
-  with pytest.raises(UserError, match=re.escape(needle)) as err:
-    cli.load_config_file(str(path))
-  assert '\n' not in str(err.value)
-  with pytest.raises(UserError, match='is a directory'):
-    cli.load_config_file(str(tmp_path))
-
-
 def test_misspelled_fields_and_bad_values_are_one_line(tmp_path):
   config = cli.load_config_file(f'{REPO}/experiments/configs/copying.py')
   with pytest.raises(UserError, match="'learning_rat' in --config.learning_rat=1; did you "
@@ -474,33 +446,3 @@ def test_misspelled_fields_and_bad_values_are_one_line(tmp_path):
     check_device_count(_config(tmp_path, num_devices=4), 1)
 
 
-def test_csv_errors_name_the_row(tmp_path):
-  from seqjax.data.errors import DataError
-  from seqjax.data.registry import get_task
-  rows = [f'some words {i},{"pos" if i % 2 else "neg"}' for i in range(2, 61)]
-  rows[51 - 2] = 'some words 51,'
-  path = tmp_path / 'reviews.csv'
-  path.write_text('text,label\n' + '\n'.join(rows) + '\n')
-  for options in ({}, {'num_classes': 2}):
-    with pytest.raises(DataError, match=r'line 51: the label \(column 1\) is empty'):
-      get_task('csv', path=str(path), **options)
-
-
-def test_exit_codes_and_nan_messages(tmp_path):
-  from seqjax.data.errors import DataError
-  from seqjax.training.loop import _non_finite_error
-  cases = [(UserError('x'), 1), (DataError('x'), 1), (NonFiniteLossError('x'), 2),
-           (EnvironmentFailure('x'), 3), (OSError(28, 'No space left on device', '/w'), 3),
-           (RuntimeError('x'), 4), (ValueError('x'), 4)]
-  assert [cli.classify(err)[0] for err, _ in cases] == [code for _, code in cases]
-  assert cli.classify(cases[4][0])[1] == 'No space left on device (/w)'
-  ck = Checkpointer(str(tmp_path), async_save=False)
-  step = {'loss_sum': np.float32(2.0e12), 'weight': np.float32(4.0), 'correct': 0.0,
-          'seq_correct': 0.0, 'seqs': 1.0, 'grad_norm': np.float32(np.inf), 'lr': 1e-3}
-  message = str(_non_finite_error('token', 2, step, ck))
-  assert message.startswith('the gradient norm became inf at step 2 (loss 5e+11)')
-  assert 'no checkpoint was saved yet' in message and 'None' not in message
-  step.update(loss_sum=np.float32(np.nan), grad_norm=np.float32(np.nan))
-  assert str(_non_finite_error('token', 3, step, ck)).startswith(
-      'the loss became nan at step 3')
-  ck.close()
