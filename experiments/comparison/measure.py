@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 from typing import Any, Callable, Iterable, TypeVar
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import optax
@@ -64,6 +65,28 @@ def timed(fn: Callable[..., Any], *args: Any, repeats: int) -> float:
   if not isinstance(fn, jax.stages.Compiled):
     fn = jax.jit(fn)
   return time_fn(fn, *args, warmup=1, repeats=repeats)['median_ms']
+
+
+OUT_OF_MEMORY = 'out of memory'
+
+
+def ran_out_of_memory(error: BaseException) -> bool:
+  """Whether ``error`` is the device refusing an allocation (XLA's RESOURCE_EXHAUSTED),
+  an outcome to record (e.g. exact attention at the full suite's lengths on a CPU), not a
+  failure of the report."""
+  return isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error)
+
+
+def timed_unless_out_of_memory(fn: Callable[..., Any], *args: Any,
+                               repeats: int) -> float | None:
+  """:func:`timed`, or None when the program does not fit in the device's memory."""
+  try:
+    return timed(fn, *args, repeats=repeats)
+  except jax.errors.JaxRuntimeError as error:
+    if not ran_out_of_memory(error):
+      raise
+    logging.warning('out of memory, recorded as such: %s', str(error).splitlines()[0])
+    return None
 
 
 def temp_bytes(fn: Callable[..., Any], *args: Any) -> int:

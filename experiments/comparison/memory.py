@@ -6,11 +6,12 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 
 from experiments.comparison import plots
-from experiments.comparison.measure import concurrently, lm_functions, temp_bytes
+from experiments.comparison.measure import OUT_OF_MEMORY, concurrently, lm_functions, temp_bytes
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite, model_config
 
@@ -116,13 +117,20 @@ def _verdict(exponents) -> str:
   return f'{head}. ' + '; '.join(notes) + '.'
 
 
-def _peak_rss_mib(family, overrides, suite, seed) -> list[float]:
+def _peak_rss_mib(family, overrides, suite, seed) -> list[float | str]:
   """``[peak RSS after the shortest step, after the longest]`` in MiB, from a fresh
-  process so that earlier measurements in this one do not mask it."""
+  process so that earlier measurements in this one do not mask it; ``OUT_OF_MEMORY``
+  for a step that did not fit, or when the system killed the probe (exit -9)."""
   cmd = [sys.executable, '-m', 'experiments.comparison.rss_probe',
          json.dumps({'family': family, 'overrides': overrides, 'suite': suite.name,
                      'seed': seed})]
-  out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+  out = subprocess.run(cmd, capture_output=True, text=True, check=False,
                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(
                            os.path.abspath(__file__)))))
-  return [float(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
+  if out.returncode == -signal.SIGKILL:  # the kernel's out-of-memory killer
+    return [OUT_OF_MEMORY, OUT_OF_MEMORY]
+  if out.returncode:
+    raise RuntimeError(f'the peak-RSS probe of {family} failed (exit {out.returncode}): '
+                       + (out.stderr.strip().splitlines() or ['no output'])[-1])
+  peaks = json.loads(out.stdout.strip().splitlines()[-1])
+  return [OUT_OF_MEMORY if x is None else float(x) for x in peaks]

@@ -11,7 +11,7 @@ import sys
 
 import jax
 
-from experiments.comparison.measure import lm_functions
+from experiments.comparison.measure import lm_functions, ran_out_of_memory
 from experiments.comparison.suite import SUITES, model_config
 
 
@@ -43,8 +43,13 @@ def main(spec: str) -> None:
   for length in (min(suite.memory_lengths), max(suite.memory_lengths)):
     cfg = model_config(suite, args['family'], max_len=length + 1, **args['overrides'])
     params, tokens, grad_fn, _ = lm_functions(cfg, 1, length + 1, args['seed'])
-    jax.block_until_ready(jax.jit(grad_fn)(params, tokens))
-    peaks.append(peak_rss_mib())
+    try:
+      jax.block_until_ready(jax.jit(grad_fn)(params, tokens))
+      peaks.append(peak_rss_mib())
+    except jax.errors.JaxRuntimeError as error:
+      if not ran_out_of_memory(error):
+        raise
+      peaks.append(None)  # the step does not fit in this machine's memory
   print(json.dumps(peaks))
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 
 from experiments.comparison import plots
-from experiments.comparison.measure import compiled, concurrently, lm_functions, timed
+from experiments.comparison.measure import (OUT_OF_MEMORY, compiled, concurrently,
+                                            lm_functions, timed_unless_out_of_memory)
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import REVIVAL, Suite, model_config
 
@@ -59,10 +60,11 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   records = []
   # Compiled side by side, then timed one at a time with nothing else running.
   for (label, _, length), (cfg, program, args) in zip(grid, concurrently(build, grid)):
-    ms = timed(program, *args, repeats=suite.repeats)
+    ms = timed_unless_out_of_memory(program, *args, repeats=suite.repeats)
     records.append({'model': label, 'family': label.split(' ')[0], 'seq_len': length,
-                    'd_model': cfg.d_model, 'ms_per_step': ms,
-                    'tokens_per_s': suite.batch_size * length / (ms / 1e3)})
+                    'd_model': cfg.d_model, 'ms_per_step': ms,  # None: out of memory
+                    'tokens_per_s': None if ms is None else
+                    suite.batch_size * length / (ms / 1e3)})
   figure = 'speed.png'
   plots.lines(records, x='seq_len', y='ms_per_step', group='model',
               path=os.path.join(outdir, figure),
@@ -80,15 +82,36 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
 
 
 def _at(records, model, length):
+  """Milliseconds per step, or None (not measured, or out of memory)."""
   for r in records:
     if r['model'] == model and r['seq_len'] == length:
       return r['ms_per_step']
   return None
 
 
+def _shown(records, model, length):
+  value = _at(records, model, length)
+  measured = any(r['model'] == model and r['seq_len'] == length for r in records)
+  return OUT_OF_MEMORY if measured and value is None else value
+
+
+def _ratio(records, a, b, length) -> float | None:
+  """``a``'s time over ``b``'s at ``length``; None where either has no time."""
+  x, y = _at(records, a, length), _at(records, b, length)
+  return None if x is None or y is None else x / y
+
+
+def _out_of_memory(records) -> list[str]:
+  failed = [r for r in records if 'ms_per_step' in r and r['ms_per_step'] is None]
+  if not failed:
+    return []
+  return ['Out of memory on this device (no time): ' + ', '.join(
+      f'{r["model"]} at T={r["seq_len"]}' for r in failed) + '.']
+
+
 def _summary(records, suite) -> str:
   models = list(dict.fromkeys(r['model'] for r in records))
-  rows = [{'model': m, **{f'T={t}': _at(records, m, t) for t in suite.speed_lengths}}
+  rows = [{'model': m, **{f'T={t}': _shown(records, m, t) for t in suite.speed_lengths}}
           for m in models]
   cols = ['model'] + [f'T={t}' for t in suite.speed_lengths]
   return ('Median milliseconds per forward+backward pass, batch '
@@ -110,8 +133,10 @@ def _verdict(records, suite) -> str:
     transformer = f'transformer ({kind} attention)'
     if not {'lstm', transformer} <= models:
       continue
-    ratios = {t: _at(records, 'lstm', t) / _at(records, transformer, t)
-              for t in suite.speed_lengths}
+    ratios = {t: _ratio(records, 'lstm', transformer, t) for t in suite.speed_lengths}
+    ratios = {t: r for t, r in ratios.items() if r is not None}
+    if not ratios:
+      continue
     faster = [t for t, r in ratios.items() if r > 1]
     text = ', '.join(f'T={t}: {r:.2f}x' for t, r in ratios.items())
     parts.append(f'LSTM time / Transformer ({kind} attention) time: {text}.')
@@ -122,14 +147,15 @@ def _verdict(records, suite) -> str:
   exact, chunked = (f'transformer ({k} attention)' for k in TRANSFORMER_ATTENTIONS)
   if {exact, chunked} <= models:
     t = suite.speed_lengths[-1]
-    parts.append(f'Chunked / exact attention time at T={t}: '
-                 f'{_at(records, chunked, t) / _at(records, exact, t):.2f}.')
-  parts += _revival(records, suite)
+    if _ratio(records, chunked, exact, t) is not None:
+      parts.append(f'Chunked / exact attention time at T={t}: '
+                   f'{_ratio(records, chunked, exact, t):.2f}.')
+  parts += _revival(records, suite) + _out_of_memory(records)
   for family in SSM_SCANS:
     seq, par = f'{family} (sequential scan)', f'{family} (associative scan)'
-    if {seq, par} <= models:
-      t = suite.speed_lengths[-1]
-      ratio = _at(records, seq, t) / _at(records, par, t)
+    t = suite.speed_lengths[-1]
+    if {seq, par} <= models and _ratio(records, seq, par, t) is not None:
+      ratio = _ratio(records, seq, par, t)
       if abs(ratio - 1) < 0.05:
         outcome = 'about equal'
       elif ratio > 1:
@@ -141,9 +167,8 @@ def _verdict(records, suite) -> str:
       parts.append(f'{family}: sequential / associative scan time at T={t} is '
                    f'{ratio:.2f} ({outcome}).')
     conv = f'{family} (convolution)'
-    if {seq, conv} <= models:
-      t = suite.speed_lengths[-1]
-      ratio = _at(records, conv, t) / _at(records, seq, t)
+    if {seq, conv} <= models and _ratio(records, conv, seq, t) is not None:
+      ratio = _ratio(records, conv, seq, t)
       parts.append(f'{family}: the FFT convolution (its default parallel form) takes '
                    f'{ratio:.2f}x the time of the sequential scan at T={t}.')
   head = (outcomes[0] if len(set(outcomes)) == 1 else 'mixed') if outcomes else 'not measured'
@@ -155,10 +180,9 @@ def _revival(records, suite) -> list[str]:
   hidden-to-hidden matmul from the gates (min_gru, min_lstm, hawk, mlstm, mamba2) buy
   the speed the LSTM lacks, and does the sLSTM, which keeps it, pay like the LSTM?"""
   t = suite.speed_lengths[-1]
-  lstm = _at(records, 'lstm', t)
   revival = [m for m in dict.fromkeys(r['model'] for r in records)
-             if m.split(' ')[0] in REVIVAL]
-  if lstm is None or not revival:
+             if m.split(' ')[0] in REVIVAL and _ratio(records, m, 'lstm', t) is not None]
+  if not revival:
     return []
   return [f'Recurrent revival, step time / LSTM step time at T={t}: ' +
-          ', '.join(f'{m} {_at(records, m, t) / lstm:.2f}' for m in revival) + '.']
+          ', '.join(f'{m} {_ratio(records, m, "lstm", t):.2f}' for m in revival) + '.']

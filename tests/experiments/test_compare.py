@@ -8,10 +8,11 @@ import os
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.comparison import memory, order, speed, streaming
+from experiments.comparison import measure, memory, order, speed, streaming
 from experiments.comparison.report import environment, growth_exponent, write_report
 from experiments.comparison.suite import REVIVAL, SUITES
 
@@ -132,6 +133,24 @@ def test_speed_verdict_needs_both_attentions():
   assert 'Chunked / exact attention time at T=64: 2.50' in verdict
   exact_only = [r for r in records if 'chunked' not in r['model']]
   assert speed._verdict(exact_only, SMOKE).startswith('Supported.')
+
+
+def test_a_step_that_does_not_fit_in_memory_is_recorded_not_raised():
+  """Exact attention at the full suite's lengths does not fit a CPU's memory (31.7 GB
+  asked at T=4096, batch 8): the row records it and judges the lengths that ran."""
+  too_big = lambda x: jnp.broadcast_to(x, (2**38,)) * 2  # asks XLA for 1 TiB
+  assert measure.timed_unless_out_of_memory(too_big, jnp.float32(1), repeats=1) is None
+  with pytest.raises(TypeError):  # any other failure still raises
+    measure.timed_unless_out_of_memory(lambda x: x + 'a', jnp.float32(1), repeats=1)
+  times = {'lstm': (10.0, 40.0), 'transformer (exact attention)': (5.0, None),
+           'transformer (chunked attention)': (8.0, 30.0)}
+  records = [{'model': m, 'seq_len': t, 'ms_per_step': ms[i]}
+             for m, ms in times.items() for i, t in enumerate(SMOKE.speed_lengths)]
+  verdict = speed._verdict(records, SMOKE)
+  assert 'Transformer (exact attention) time: T=16: 2.00x.' in verdict
+  assert 'Out of memory on this device (no time): transformer (exact attention) at T=64.' in verdict
+  assert 'Chunked / exact' not in verdict
+  assert '| transformer (exact attention) | 5.0 | out of memory |' in speed._summary(records, SMOKE)
 
 
 def test_revival_families_join_the_order_test(tmp_path):
