@@ -1,6 +1,6 @@
 """Settings of the comparison suites: what ``--suite=quick|standard|full`` measure.
 
-``quick`` (target 20 minutes on a 2-core CPU; not yet re-timed with 2 seeds) is a
+``quick`` (target 20 minutes on a 2-core CPU; 30 min 15 s measured on 2026-12-02) is a
 preview: 2 seeds, one learning rate, short budgets; its trained verdicts say "preview"
 wherever a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h
 20 min measured on 2026-12-01 at b08d15f and at 4a50f89, long-range 52 min of it) is the one to cite: 3
