@@ -23,9 +23,11 @@ R = TypeVar('R')
 def concurrently(build: Callable[[T], R], items: Iterable[T]) -> list[R]:
   """``[build(item) for item in items]``, on one thread per core.
 
-  For the compile half of a timing row: XLA compiles outside the Python lock, so the
-  programs of a row compile side by side; they are then timed one at a time, with nothing
-  else running. (Compiling is most of a timing row's wall time at the report's sizes.)"""
+  For the build half of a timing row (and for fresh-process probes): XLA's compile runs
+  outside the Python lock, so it overlaps; tracing and initialisation do not. The
+  programs are then timed one at a time, with nothing else running. Measured gain
+  (BENCHMARKS.md): the memory row ~12 %, the speed row none within the day-to-day
+  spread."""
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
     return list(pool.map(build, items))
 

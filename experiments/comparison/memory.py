@@ -3,7 +3,6 @@ attention matrix)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import signal
@@ -38,9 +37,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                                    for length in suite.memory_lengths])
   # Each probe is a fresh process measuring only itself, so they run side by side (one
   # per core): the probes alone took most of this row's time, one after another.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as probes:
-    rss = dict(zip([label for label, _, _ in variants(families)], probes.map(
-        lambda v: _peak_rss_mib(v[1], v[2], suite, seed), variants(families))))
+  rss = dict(zip([label for label, _, _ in variants(families)], concurrently(
+      lambda v: _peak_rss_mib(v[1], v[2], suite, seed), variants(families))))
   for r in records:
     r['peak_rss_mib_at_shortest'], r['peak_rss_mib_at_longest'] = rss[r['model']]
   figures = []

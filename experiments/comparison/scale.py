@@ -22,7 +22,6 @@ import numpy as np
 from experiments.comparison import measure, plots, pool, stats, training
 from experiments.comparison.report import Finding, growth_exponent, markdown_table
 from experiments.comparison.suite import Suite
-from seqjax.utils.timing import time_fn
 from seqjax.data.errors import DatasetNotPreparedError
 from seqjax.data.pipeline import make_iterator
 from seqjax.data.registry import get_task
@@ -123,7 +122,7 @@ def train_step_program(config, seed: int = 0) -> tuple[Any, tuple, int, int]:
 def train_step_throughput(program, repeats: int) -> dict[str, float]:
   """Median time and tokens/s of a :func:`train_step_program`."""
   step, args, tokens, devices = program
-  ms = time_fn(step, *args, warmup=1, repeats=repeats)['median_ms']
+  ms = measure.timed(step, *args, repeats=repeats)
   return {'ms_per_step': ms, 'tokens_per_s': tokens / (ms / 1e3), 'devices': devices}
 
 

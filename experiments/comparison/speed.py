@@ -90,9 +90,10 @@ def _at(records, model, length):
 
 
 def _shown(records, model, length):
-  value = _at(records, model, length)
-  measured = any(r['model'] == model and r['seq_len'] == length for r in records)
-  return OUT_OF_MEMORY if measured and value is None else value
+  """The table's cell: milliseconds, ``OUT_OF_MEMORY``, or None (not measured)."""
+  row = next((r for r in records if r['model'] == model and r['seq_len'] == length), None)
+  return None if row is None else (
+      OUT_OF_MEMORY if row['ms_per_step'] is None else row['ms_per_step'])
 
 
 def _ratio(records, a, b, length) -> float | None:
@@ -102,7 +103,7 @@ def _ratio(records, a, b, length) -> float | None:
 
 
 def _out_of_memory(records) -> list[str]:
-  failed = [r for r in records if 'ms_per_step' in r and r['ms_per_step'] is None]
+  failed = [r for r in records if r['ms_per_step'] is None]
   if not failed:
     return []
   return ['Out of memory on this device (no time): ' + ', '.join(
