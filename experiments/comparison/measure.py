@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from seqjax.utils.timing import compile_stats, fast_compile_options, time_fn
+from seqjax.utils.timing import compile_stats, time_fn
+from seqjax.utils.xla import compiled_quickly, fast_compile_options
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
 
@@ -58,8 +59,7 @@ def lm_functions(cfg: ModelConfig, batch: int, time: int, seed: int = 0,
 def initialised(model, *init_args: Any) -> Any:
   """``model.init(*init_args)``, jitted with :func:`fast_compile_options`: a timing row
   runs each initialiser once, and its compile was ~30 % of building a point."""
-  return jax.jit(model.init).lower(*init_args).compile(
-      compiler_options=fast_compile_options())(*init_args)
+  return compiled_quickly(jax.jit(model.init), *init_args)(*init_args)
 
 
 def compiled(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:

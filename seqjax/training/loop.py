@@ -49,6 +49,7 @@ from seqjax.training.steps import make_eval_step, make_train_step
 from seqjax.training.tasks import (CHECKPOINT_DIR, abstract_with, evaluate_params,
                                    open_split, open_task, saved_task_metadata)
 from seqjax.training.workdir import WorkdirLock, ensure_writable
+from seqjax.utils.xla import compiled_quickly
 
 
 def _meta(config, model_cfg: ModelConfig, task) -> dict[str, Any]:
@@ -169,7 +170,7 @@ def _train(config, workdir: str, lead: bool, stack: contextlib.ExitStack) -> dic
     logging.info('resumed from %s step %d', ckpt.directory, start)
   else:
     data_state = progress = None
-    state = jax.jit(init_fn, out_shardings=shardings)()
+    state = compiled_quickly(jax.jit(init_fn, out_shardings=shardings))()  # runs once
   logging.info('task %s (%s), model %s: %d parameters, %d device(s), %d process(es)',
                spec.name, spec.kind, model_cfg.model, param_count(state.params), mesh.size,
                jax.process_count())

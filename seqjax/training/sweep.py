@@ -42,6 +42,7 @@ from seqjax.training.errors import UserError
 from seqjax.training.tasks import evaluate_params, open_task
 from seqjax.training.state import init_state
 from seqjax.training.steps import make_eval_step, make_train_step
+from seqjax.utils.xla import compiled_quickly
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +184,8 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
   abstract = jax.eval_shape(init, 0, jnp.float32(1.0))
   shardings = mesh_lib.state_shardings(abstract, mesh, config.fsdp, config.fsdp_min_size)
   batch_sh, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
-  init_fn = jax.jit(init, out_shardings=shardings)
+  # Runs once per member: compiled without LLVM's optimisations (seqjax.utils.xla).
+  init_fn = compiled_quickly(jax.jit(init, out_shardings=shardings), 0, jnp.float32(1.0))
   train_step = jax.jit(
       make_train_step(model, spec.kind, model_cfg.num_classes, optimizer, unit_schedule,
                       config.grad_accum_steps),
@@ -249,7 +251,7 @@ def _train_member(config, task, seed: int, lr: float, criterion: Criterion | Non
   start = time.perf_counter()
   spec = task.spec
   member = Member(seed=seed, learning_rate=lr)
-  state = init_fn(seed, jnp.float32(lr))
+  state = init_fn(int(seed), jnp.float32(lr))
   train_iter = make_iterator(task.dataset('train'), spec, batch_size=config.batch_size,
                              seed=seed)
   window: list[Any] = []

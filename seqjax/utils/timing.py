@@ -16,19 +16,6 @@ from typing import Any, Callable
 import jax
 
 
-def fast_compile_options() -> dict[str, Any] | None:
-  """XLA compiler options for a program whose own speed does not matter (an initialiser
-  run once, a program compiled only for its memory analysis), or None off CPU.
-
-  On XLA:CPU they skip LLVM's optimisation passes, most of a small program's compile
-  time. Buffer assignment runs before LLVM, so the memory analysis is the same: checked on
-  every model of the quick suite's memory row at 256 and 4,096 tokens (equal temp bytes,
-  compile 44 s instead of 82 s for the 20 programs). The arithmetic may differ in the last
-  bit (a jitted initialiser's values moved by up to one ulp), so nothing whose numbers
-  are reported as results is compiled this way."""
-  return {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None
-
-
 def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7) -> dict:
   """Median / min wall time in milliseconds of ``fn(*args)`` (already jitted), after warm-up."""
   for _ in range(warmup):
@@ -68,7 +55,7 @@ def compile_with_stats(fn: Callable[..., Any], *args: Any,
                        compiler_options: dict[str, Any] | None = None
                        ) -> tuple[Callable[..., Any], dict]:
   """``(compiled, stats)``: ``jax.jit(fn)`` compiled for ``args`` (with XLA
-  ``compiler_options``, e.g. :func:`fast_compile_options`), and its compile time (``compile_s``)
+  ``compiler_options``, e.g. ``seqjax.utils.xla.fast_compile_options()``), and its compile time (``compile_s``)
   and XLA's memory analysis (``temp_bytes``, ``argument_bytes``, ``output_bytes``).
   Timing the returned executable costs no second compile."""
   start = time.perf_counter()
