@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.comparison import plots
+from experiments.comparison.measure import initialised
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.suite import Suite, model_config
 from seqjax.models.registry import build_model
+from seqjax.utils.xla import compiled_quickly
 
 # (label, family, overrides): every family, and a Transformer with each kind of position
 # information, both bidirectional (an encoder) and causal (a decoder).
@@ -63,8 +65,10 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
     cfg = model_config(suite, family, max_len=LENGTH, head='classifier', num_classes=8,
                        pooling='mean', **overrides)
     model = build_model(cfg)
-    params = model.init(jax.random.key(seed), jnp.asarray(tokens))['params']
-    apply = jax.jit(lambda t, m=model, p=params: m.apply({'params': p}, t))
+    # Both run only a few times: compiled without LLVM's optimisations (measure.py).
+    params = initialised(model, jax.random.key(seed), jnp.asarray(tokens))['params']
+    apply = compiled_quickly(jax.jit(lambda t, m=model, p=params: m.apply({'params': p}, t)),
+                             jnp.asarray(tokens))
     change, relative = output_change(apply, tokens, perms)
     records.append({'model': label, 'max_abs_output_change': change,
                     'relative_change': relative, 'order_blind': change < 1e-5})

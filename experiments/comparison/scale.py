@@ -47,8 +47,9 @@ class ScaleSizes:
 SIZES = {
     'smoke': ScaleSizes(budgets=(8_000, 32_000), num_layers=1, steps=3, batch_size=4,
                         seq_len=24, num_train=32, num_test=16, repeats=2, max_d_model=256),
-    # 12 runs; the 25k-400k ladder took 234 s for all four families on a quiet 2-core CPU.
-    'quick': ScaleSizes(budgets=(16_000, 64_000, 256_000), num_layers=2, steps=120,
+    # The standard ladder's two ends (8 runs; the 3-rung ladder took 329 s of the quick
+    # suite on 2026-12-02).
+    'quick': ScaleSizes(budgets=(16_000, 256_000), num_layers=2, steps=120,
                         batch_size=16, seq_len=64, num_train=2000, num_test=256, repeats=3,
                         max_d_model=1024),
     'standard': ScaleSizes(budgets=(16_000, 64_000, 256_000), num_layers=2, steps=200,
