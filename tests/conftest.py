@@ -151,3 +151,22 @@ def pytest_configure(config):
   for name, value in settings.items():
     os.environ.setdefault(name.upper(), str(value))
     jax.config.update(name, type(value)(os.environ[name.upper()]))
+
+
+def _noise_params(module, *inputs, seed: int = 0):
+  """Parameters in ``module.init``'s layout, drawn with NumPy: weights ~ N(0, 1/fan_in)
+  (so activations stay O(1), as an initialiser would keep them), vectors ~ N(0, 1/4).
+  Only the shapes are traced; compiling an initialiser (its random-number programs) costs
+  more than the model it initialises. For properties that hold for any parameters."""
+  shapes = jax.eval_shape(module.init, jax.random.key(0), *inputs)['params']
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(
+      rng.normal(size=s.shape) / np.sqrt(s.shape[0] if len(s.shape) > 1 else 4), s.dtype),
+                      shapes)
+
+
+@pytest.fixture(scope='session')
+def noise_params():
+  """``noise_params(module, *inputs, seed=0)``: random parameters in the layout
+  ``module.init(key, *inputs)['params']`` gives, without compiling the initialiser."""
+  return _noise_params

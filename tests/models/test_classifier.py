@@ -91,7 +91,7 @@ POOLING_CASES = [('lstm', 'last'), ('gru', 'final_states'), ('bilstm', 'first'),
 
 
 @pytest.mark.parametrize('name,pooling', POOLING_CASES)
-def test_appending_padding_never_changes_the_prediction(name, pooling):
+def test_appending_padding_never_changes_the_prediction(name, pooling, noise_params):
   overrides = {**CLASSIFIER_CONFIGS[name], 'pooling': pooling}
   cfg = ModelConfig(head='classifier', vocab_size=VOCAB, num_classes=3, d_model=16,
                     num_heads=2, num_layers=2, max_len=32, **overrides)
@@ -99,7 +99,8 @@ def test_appending_padding_never_changes_the_prediction(name, pooling):
   rng = np.random.default_rng(0)
   tokens = rng.integers(1, VOCAB, (2, 6)).astype(np.int32)
   tokens[1, 4:] = 0  # second row is already padded
-  params = jax.jit(model.init)(jax.random.key(0), tokens)['params']
+  # Padding must not matter for any parameters; random ones skip compiling the initialiser.
+  params = noise_params(model, tokens)
   apply = jax.jit(lambda t: model.apply({'params': params}, t))
   base = apply(tokens)
   longer = np.concatenate([tokens, np.zeros((2, 5), np.int32)], axis=1)
@@ -119,12 +120,12 @@ def test_pooling_against_direct_indexing():
   np.testing.assert_allclose(both[1], np.concatenate([hidden[1, 1, :2], hidden[1, 0, 2:]]))
 
 
-def test_continuous_inputs_regression_head():
+def test_continuous_inputs_regression_head(noise_params):
   cfg = ModelConfig(model='lstm', head='classifier', vocab_size=0, input_features=2,
                     num_classes=1, d_model=8, num_layers=1)
   model = SequenceClassifier(cfg)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 2)), jnp.float32)
-  params = jax.jit(model.init)(jax.random.key(0), x)['params']
+  params = noise_params(model, x)  # any parameters: no initialiser to compile
   apply = jax.jit(lambda x, m: model.apply({'params': params}, x, m))
   out = apply(x, None)
   assert out.shape == (3, 1)
@@ -135,11 +136,11 @@ def test_continuous_inputs_regression_head():
   np.testing.assert_allclose(masked, alone, atol=1e-5)
 
 
-def test_dropout_is_active_only_in_training():
+def test_dropout_is_active_only_in_training(noise_params):
   cfg = article_lstm_classifier(VOCAB, 6, 5, 2)
   model = build_model(cfg)
   tokens = jnp.asarray(np.random.default_rng(0).integers(1, VOCAB, (4, 6)), jnp.int32)
-  params = jax.jit(model.init)(jax.random.key(0), tokens)['params']
+  params = noise_params(model, tokens)  # any parameters: no initialiser to compile
 
   @jax.jit
   def run(key):
@@ -153,7 +154,7 @@ def test_dropout_is_active_only_in_training():
   assert np.abs(train - eval_a).max() > 1e-4
 
 
-def test_dual_encoder_encodes_each_document_alone():
+def test_dual_encoder_encodes_each_document_alone(noise_params):
   """LRA Retrieval's two-tower model: logits from a padded pair ``[B, 2L]`` equal the head
   applied by hand to each document encoded alone at its own length (NumPy MLP)."""
   # A recurrent family: a state dragged across the pair's inner padding would show.
@@ -169,8 +170,10 @@ def test_dual_encoder_encodes_each_document_alone():
   # The pipeline's prefix mask marks doc 1's padding as real; the model must not care.
   mask = np.arange(2 * seg)[None] < np.array([[seg + len(b)] for _, b in docs])
   model_ = build_model(cfg)
-  params = model_.init(jax.random.PRNGKey(1), jnp.asarray(pairs))['params']
-  logits = np.asarray(model_.apply({'params': params}, jnp.asarray(pairs), jnp.asarray(mask)))
+  # Any parameters; compiled programs (run eagerly, every operation compiles on its own).
+  params = noise_params(model_, jnp.asarray(pairs), seed=1)
+  logits = np.asarray(jax.jit(lambda x, m: model_.apply({'params': params}, x, m))(
+      jnp.asarray(pairs), jnp.asarray(mask)))
   encode = jax.jit(lambda x: model_.apply({'params': params}, x, jnp.ones(x.shape, bool),
                                           method='encode'))
   p = jax.tree.map(np.asarray, params)

@@ -35,36 +35,40 @@ STREAMING = ['lstm', 'stacked_lstm', 'transformer_sinusoidal', 'transformer_lear
              'transformer_rope', 'transformer_none', 'transformer_window', 'griffin']
 
 
-def make_lm(name: str, **overrides):
-  fields = dict(head='lm', vocab_size=VOCAB, d_model=16, num_layers=2, num_heads=2,
-                max_len=32)
-  cfg = ModelConfig(**{**fields, **LM_CONFIGS[name], **overrides})
+LM_FIELDS = dict(head='lm', vocab_size=VOCAB, d_model=16, num_layers=2, num_heads=2,
+                 max_len=32)
+
+
+def make_lm(name: str, noise_params, **overrides):
+  """The model, random parameters (conftest's ``noise_params``: every property here holds
+  for any parameters, and compiling the initialiser would cost more than the checks) and
+  tokens ``[BATCH, TIME]``."""
+  cfg = ModelConfig(**{**LM_FIELDS, **LM_CONFIGS[name], **overrides})
   model = build_model(cfg)
   tokens = jax.random.randint(jax.random.key(1), (BATCH, TIME), 1, VOCAB)
-  params = jax.jit(model.init)(jax.random.key(0), tokens)['params']
-  return model, params, tokens
+  return model, noise_params(model, tokens), tokens
 
 
 @pytest.mark.parametrize('name', STREAMING)
-def test_streaming_equals_parallel_and_causal(name):
-  model, params, tokens = make_lm(name)
+def test_streaming_equals_parallel_and_causal(name, noise_params):
+  model, params, tokens = make_lm(name, noise_params)
   variables = {'params': params}
-  parallel = jax.jit(lambda t: model.apply(variables, t))
-  logits = parallel(tokens)
-
-  @jax.jit
-  def stream(tokens):
-    state = model.apply(variables, BATCH, method='init_state')
-    step = lambda s, tok: model.apply(variables, s, tok, method='step')
-    return jax.lax.scan(step, state, tokens.T)[1].transpose(1, 0, 2)
-
-  np.testing.assert_allclose(stream(tokens), logits, atol=1e-5, rtol=1e-5)
-
   # Causality: changing tokens after position t leaves logits up to t untouched, and the
   # change is visible afterwards (so the check is not vacuous).
   t = 4
   changed = tokens.at[:, t + 1:].set((tokens[:, t + 1:] + 3) % (VOCAB - 1) + 1)
-  perturbed = parallel(changed)
+
+  # Both parallel runs (one batch) and the streamed run in one program.
+  @jax.jit
+  def run(tokens, changed):
+    both = model.apply(variables, jnp.concatenate([tokens, changed]))
+    state = model.apply(variables, BATCH, method='init_state')
+    step = lambda s, tok: model.apply(variables, s, tok, method='step')
+    stream = jax.lax.scan(step, state, tokens.T)[1].transpose(1, 0, 2)
+    return both[:BATCH], both[BATCH:], stream
+
+  logits, perturbed, streamed = run(tokens, changed)
+  np.testing.assert_allclose(streamed, logits, atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(perturbed[:, :t + 1], logits[:, :t + 1], atol=1e-6)
   assert np.abs(perturbed[:, t + 1:] - logits[:, t + 1:]).max() > 1e-4
 
@@ -84,15 +88,15 @@ def _greedy_by_rerunning(model, params, prompt, num_steps):
 
 # A recurrent state, a KV cache with rotary positions, an SSM state.
 @pytest.mark.parametrize('name', ['lstm', 'transformer_rope', 's4d'])
-def test_greedy_generation_matches_rerunning_the_parallel_model(name):
-  model, params, tokens = make_lm(name)
+def test_greedy_generation_matches_rerunning_the_parallel_model(name, noise_params):
+  model, params, tokens = make_lm(name, noise_params)
   prompt = tokens[:, :4]
   out = generate(model, params, prompt, 5, jax.random.key(0), temperature=0.0)
   np.testing.assert_array_equal(out, _greedy_by_rerunning(model, params, prompt, 5))
 
 
-def test_sampling_respects_top_k_and_seed():
-  model, params, tokens = make_lm('lstm')
+def test_sampling_respects_top_k_and_seed(noise_params):
+  model, params, tokens = make_lm('lstm', noise_params)
   prompt = tokens[:, :3]
   a = generate(model, params, prompt, 6, jax.random.key(3), temperature=1.0, top_k=1)
   greedy = generate(model, params, prompt, 6, jax.random.key(9), temperature=0.0)
@@ -102,18 +106,19 @@ def test_sampling_respects_top_k_and_seed():
   np.testing.assert_array_equal(b, c)
 
 
-def test_generation_past_kv_cache_is_refused():
-  model, params, tokens = make_lm('transformer_sinusoidal')
+def test_generation_past_kv_cache_is_refused(noise_params):
+  model, params, tokens = make_lm('transformer_sinusoidal', noise_params)
   with pytest.raises(ValueError, match='max_len'):
     generate(model, params, tokens, 40, jax.random.key(0))
 
 
-def test_impl_reaches_the_layers_and_keeps_the_function():
+def test_impl_reaches_the_layers_and_keeps_the_function(noise_params):
   """The fused and the materialised Mamba scans, chosen through the config, give the same
   LM from the same parameters (their gradients agree in tests/ops/test_selective_scan.py);
   an unknown choice fails at config time."""
-  model, params, tokens = make_lm('mamba')
-  reference, _, _ = make_lm('mamba', impl='selective_scan:materialized,scan:sequential')
+  model, params, tokens = make_lm('mamba', noise_params)
+  reference, _, _ = make_lm('mamba', noise_params,
+                            impl='selective_scan:materialized,scan:sequential')
   assert reference.cfg.impl != model.cfg.impl
   both = jax.jit(lambda p: [m.apply({'params': p}, tokens) for m in (model, reference)])
   logits, ref_logits = both(params)
