@@ -56,6 +56,11 @@ _MAX_STEPS = flags.DEFINE_integer('max_steps', 0, 'Cap every training budget at 
 _MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Cap the synthetic training and '
                                      'test splits at this many examples (0 = the '
                                      'suite\'s).', lower_bound=0)
+_MAX_PARAMS = flags.DEFINE_integer('max_params', 0, 'Cap every matched parameter target '
+                                   '(the suite\'s, each experiment\'s, the scale ladder) '
+                                   'and long-range\'s fixed widths at this many parameters '
+                                   '(0 = none), to try a big suite on small hardware; the '
+                                   'report records the cap.', lower_bound=0)
 _WORKERS = flags.DEFINE_integer('workers', None, 'Processes that train cells side by side '
                                 '(default: one per CPU core on CPU, up to 4; on an '
                                 'accelerator, none). 0 trains in this process, for '
@@ -82,8 +87,12 @@ def main(argv):
   suite = dataclasses.replace(suite, seeds=_SEEDS.value or suite.seeds,
                               workers=suite.workers if _WORKERS.value is None else _WORKERS.value,
                               first_seed=_SEED.value, max_steps=_MAX_STEPS.value,
-                              max_examples=_MAX_EXAMPLES.value)
-  if suite.max_steps or suite.max_examples:  # a capped run can only preview its suite
+                              max_examples=_MAX_EXAMPLES.value,
+                              max_params=_MAX_PARAMS.value)
+  if suite.max_params:  # the timing rows' models are matched to the suite's own target
+    suite = dataclasses.replace(suite, target_params=min(suite.target_params,
+                                                         suite.max_params))
+  if suite.capped:  # a capped run can only preview its suite
     suite = dataclasses.replace(suite, preview=True)
   families = list(_FAMILIES.value)
   os.makedirs(_OUTDIR.value, exist_ok=True)

@@ -8,7 +8,9 @@ reached). Three claims must not be confused:
 * "A did not learn it within B steps" (no seed did: a statement about this budget);
 * "A scored higher than B" (seed ranges do not overlap, ``stats.separated``).
 
-``compare(a, b)`` turns two cells into one of those claims, or "not separable".
+``compare(a, b)`` turns two cells into one of those claims, or "not separable". A cell
+whose programs did not fit in the device's memory (status ``'out of memory'``, no scores)
+is none of them: it is "not measured", and no rule counts it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,28 @@ import math
 from typing import Any, Sequence
 
 from experiments.comparison import stats
+from experiments.comparison.measure import OUT_OF_MEMORY
 from experiments.comparison.scoring import CHANCE_MARGIN
 
 PREVIEW = 'preview: not converged at this budget (see `--suite=standard`)'
+NOT_MEASURED = f'not measured: {OUT_OF_MEMORY}'
+
+
+def out_of_memory(record: dict[str, Any]) -> bool:
+  """Whether the cell did not fit in the device's memory (nothing was measured)."""
+  return record.get('status') == OUT_OF_MEMORY
+
+
+def measured(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The cells of ``records`` that were trained (not out of memory)."""
+  return [r for r in records if not out_of_memory(r)]
 
 
 def status(record: dict[str, Any]) -> str:
   """``'learned'`` (every seed reached the criterion), ``'learned by k/n seeds'``,
-  ``'not learned within B steps'``, or ``'no criterion'``."""
+  ``'not learned within B steps'``, ``'no criterion'`` or ``'out of memory'``."""
+  if out_of_memory(record):
+    return OUT_OF_MEMORY
   if record['criterion'].startswith('none'):
     return 'no criterion'
   n, k = len(record['steps_to_criterion']), record['reached']
@@ -56,6 +72,8 @@ def at_chance(record: dict[str, Any]) -> bool:
 
 
 def steps_text(record: dict[str, Any]) -> str:
+  if out_of_memory(record):
+    return OUT_OF_MEMORY
   steps = [s for s in record['steps_to_criterion'] if s is not None]
   if not steps:
     return f'not within {record["budget"]}'
@@ -69,6 +87,7 @@ class Outcome:
   winner: str | None      # the family that is better, None for a tie / not separable
   text: str               # one clause saying why
   preview: bool = False   # the budget was too small to say (quick suite)
+  measured: bool = True   # False: a cell did not fit in memory, nothing to compare
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], preview_rule: bool = False) -> Outcome:
@@ -81,6 +100,9 @@ def compare(a: dict[str, Any], b: dict[str, Any], preview_rule: bool = False) ->
   reach its criterion, no winner is declared and the outcome says "preview".
   """
   fa, fb = a['family'], b['family']
+  missing = [r['family'] for r in (a, b) if out_of_memory(r)]
+  if missing:
+    return Outcome(None, f'{NOT_MEASURED} ({", ".join(missing)})', measured=False)
   la, lb = learned(a), learned(b)
 
   def describe(r):
@@ -110,8 +132,17 @@ def breaking_point(records: Sequence[dict[str, Any]], axis: str,
                    key: str = 'difficulty') -> str:
   """Where one family stops learning as ``record[key]`` grows (its cells, any order), in
   words about ``axis``: ``'learned up to delay=40, not at 160'``, ``'learned at every
-  delay tried'``, ..."""
-  rows = sorted(records, key=lambda r: r[key])
+  delay tried'``, ...; cells out of memory are left out and named."""
+  skipped = [r[key] for r in records if out_of_memory(r)]
+  rows = sorted(measured(records), key=lambda r: r[key])
+  if skipped:
+    note = f' ({axis}={", ".join(map(str, sorted(skipped)))} {NOT_MEASURED})'
+    return (_breaking_point(rows, axis, key) if rows else 'nothing measured') + note
+  return _breaking_point(rows, axis, key)
+
+
+def _breaking_point(rows: Sequence[dict[str, Any]], axis: str, key: str) -> str:
+  """``breaking_point`` of measured ``rows``, sorted by ``key``."""
   ok = [learned(r) for r in rows]
   if all(ok):
     return f'learned at every {axis} tried (up to {rows[-1][key]})'

@@ -22,7 +22,8 @@ import dataclasses
 import os
 from typing import Any
 
-from experiments.comparison import cells, plots, rate_walk, stats
+from experiments.comparison import cells, plots, rate_walk, stats, training
+from experiments.comparison.measure import OUT_OF_MEMORY
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.scoring import SOLVED
 from experiments.comparison.suite import Suite
@@ -161,6 +162,30 @@ def _cells(sizes: Sizes, suite: Suite, families: list[str]) -> list[tuple[dict, 
   return sorted(out, key=lambda jl: -_cost(jl[0]))
 
 
+def cap_widths(sizes: Sizes, suite: Suite, families: list[str]) -> Sizes:
+  """``sizes`` with each fixed-width sweep (MQAR's ``widths``) cut to the widths whose
+  model, in every family and at every setting, has at most ``suite.max_params``
+  parameters; the smallest width always stays, so that every task is still trained."""
+  if not suite.max_params:
+    return sizes
+  tasks = {}
+  for task, diff in sizes.tasks.items():
+    keep = [w for w in diff.widths
+            if w == min(diff.widths) or _largest(task, diff, w, sizes, families)
+            <= suite.max_params]
+    tasks[task] = dataclasses.replace(diff, widths=tuple(keep))
+  return dataclasses.replace(sizes, tasks=tasks)
+
+
+def _largest(task: str, diff: Difficulty, width: int, sizes: Sizes,
+             families: list[str]) -> int:
+  """The most parameters any family has at ``width`` over ``diff``'s settings."""
+  return max(training.job_params(dict(
+      task=task, family=family, d_model=width, task_options=diff.options(value),
+      model_overrides={'num_layers': sizes.num_layers}, num_train=sizes.num_train))
+      for family in families for value in diff.values)
+
+
 def _budget(diff: Difficulty, sizes: Sizes, suite: Suite) -> int:
   steps = diff.steps or sizes.steps
   return min(steps, suite.max_steps) if suite.max_steps else steps
@@ -174,7 +199,7 @@ def _cost(job: dict[str, Any]) -> float:
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
-  sizes = suite.sized(SIZES)
+  sizes = cap_widths(suite.sized(SIZES), suite, families)
   planned = _cells(sizes, suite.with_seed(seed), families)
   results = rate_walk.train(planned, sizes.tasks, suite)
   records = [{**labels, **record} for (_, labels), record in zip(planned, results)]
@@ -201,9 +226,10 @@ def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
     if diff.widths:  # Zoology Fig. 2: accuracy vs width, one figure per pair count
       for value in diff.values:
         name = f'longrange_{task}_{diff.option}{value}.png'
+        at = [r for r in rows if r['difficulty'] == value]
         plots.spread_lines(
-            {f: {r['width']: r['scores'] for r in rows
-                 if r['family'] == f and r['difficulty'] == value} for f in families},
+            {_label(f, at, 'width'): {r['width']: r['scores'] for r in at
+                                      if r['family'] == f} for f in families},
             path=os.path.join(outdir, name), logx=True, ylim=(0, 1.02),
             title=f'{task}, {diff.option}={value}: test accuracy vs width '
                   '(mean, band = min-max over seeds)',
@@ -213,7 +239,8 @@ def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
     elif len(diff.values) > 1:
       name = f'longrange_{task}.png'
       plots.spread_lines(
-          {f: {r['difficulty']: r['scores'] for r in rows if r['family'] == f}
+          {_label(f, rows, diff.option): {r['difficulty']: r['scores'] for r in rows
+                                          if r['family'] == f}
            for f in families}, path=os.path.join(outdir, name), logx=True, ylim=None,
           title=f'{task}: test score vs {diff.option} (mean, band = min-max over seeds)',
           xlabel=diff.option, ylabel=ylabel, reference=SOLVED,
@@ -224,7 +251,9 @@ def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
       series = {}
       for f in families:
         r = next(r for r in rows if r['family'] == f)
-        series[f] = {r['seq_len']: r['scores'],
+        lost = [k for k in r['extra_scores'] if k in r.get('extra_status', {})]
+        label = f + (f' ({OUT_OF_MEMORY}: {", ".join(lost)})' if lost else '')
+        series[label] = {r['seq_len']: r['scores'],
                      **{int(k.split('=')[1]): v for k, v in r['extra_scores'].items()}}
       plots.spread_lines(
           series, path=os.path.join(outdir, name), logx=True, ylim=(0, 1.02),
@@ -245,7 +274,7 @@ def _figures(records, sizes: Sizes, outdir: str) -> list[str]:
 
 
 def _summary(records, sizes: Sizes, suite: Suite) -> str:
-  rows = [{**r, 'setting': rate_walk.setting(r), 'score': stats.format_spread(r['scores']),
+  rows = [{**r, 'setting': rate_walk.setting(r), 'score': _score_text(r['scores'], r),
            'steps to criterion': cells.steps_text(r),
            'MFLOP/token': r['flops_per_token'] / 1e6} for r in records]
   cols = ['task', 'setting', 'family', 'params', 'MFLOP/token', 'learning_rate',
@@ -274,27 +303,46 @@ def _summary(records, sizes: Sizes, suite: Suite) -> str:
   lengths = [r for r in records if r['extra_scores']]
   if lengths:
     gen = [{'family': r['family'], 'trained at': r['seq_len'],
-            **{k: stats.format_spread(v) for k, v in r['extra_scores'].items()}}
+            **{k: _score_text(v, r, k) for k, v in r['extra_scores'].items()}}
            for r in lengths]
     text += ('\n\nLength generalisation (induction heads; same parameters, longer test '
              'sequences):\n\n' + markdown_table(gen, list(gen[0])))
   return text
 
 
+def _score_text(scores, record, extra: str | None = None) -> str:
+  """A cell's (or one extra test length's) scores, mean [min-max], or 'out of memory'
+  when that program did not fit."""
+  if cells.out_of_memory(record) or (extra and extra in record.get('extra_status', {})
+                                     and not stats.spread(scores)['n']):
+    return OUT_OF_MEMORY
+  return stats.format_spread(scores)
+
+
+def _label(family: str, rows, key: str) -> str:
+  """A plot's series name: ``family``, plus the ``key`` values where it ran out of
+  memory (those points are missing from its line)."""
+  lost = [r[key] for r in rows if r['family'] == family and cells.out_of_memory(r)]
+  return family + (f' ({OUT_OF_MEMORY} at {key}={", ".join(map(str, lost))})' if lost
+                   else '')
+
+
 def _verdict(records, suite: Suite) -> str:
-  outcomes = {'win': 0, 'tie': 0, 'loss': 0, 'preview': 0}
+  outcomes = {'win': 0, 'tie': 0, 'loss': 0, 'preview': 0, 'not measured': 0}
   notes = []
   for key in dict.fromkeys((r['task'], r['difficulty'], r['width']) for r in records):
     by = {r['family']: r for r in records if (r['task'], r['difficulty'], r['width']) == key}
     if {'lstm', 'transformer'} <= set(by):
       got = cells.compare(by['transformer'], by['lstm'], preview_rule=suite.preview)
-      kind = ('preview' if got.preview else 'tie' if got.winner is None else
+      kind = ('not measured' if not got.measured else
+              'preview' if got.preview else 'tie' if got.winner is None else
               'win' if got.winner == 'transformer' else 'loss')
       outcomes[kind] += 1
       notes.append(f'{key[0]} {rate_walk.setting(by["transformer"])}: {got.text}')
-  settings = sum(outcomes.values())
+  settings = sum(outcomes.values()) - outcomes['not measured']
   if not settings:
-    return 'Not measured (needs both lstm and transformer).'
+    return ('Not measured: every setting ran out of memory.' if outcomes['not measured']
+            else 'Not measured (needs both lstm and transformer).')
   breaks = []
   for task, family, width in dict.fromkeys((r['task'], r['family'], r['width'])
                                            for r in records):
@@ -316,5 +364,8 @@ def _verdict(records, suite: Suite) -> str:
              f'(a win needs disjoint seed ranges)')
     if outcomes['preview']:
       head += f'; {outcomes["preview"]} more are previews ({cells.PREVIEW})'
+  if outcomes['not measured']:
+    head += (f'; {outcomes["not measured"]} more settings {cells.NOT_MEASURED} (not '
+             'counted)')
   tail = (' Where each family breaks: ' + '; '.join(breaks) + '.') if breaks else ''
   return head + '. ' + '; '.join(notes) + '.' + tail

@@ -82,8 +82,12 @@ OUT_OF_MEMORY = 'out of memory'
 def ran_out_of_memory(error: BaseException) -> bool:
   """Whether ``error`` is the device refusing an allocation (XLA's RESOURCE_EXHAUSTED),
   an outcome to record (e.g. exact attention at the full suite's lengths on a CPU), not a
-  failure of the report."""
-  return isinstance(error, jax.errors.JaxRuntimeError) and 'RESOURCE_EXHAUSTED' in str(error)
+  failure of the report. A program whose input failed to allocate (an asynchronously
+  dispatched initialiser) reports it as ``INTERNAL: Error dispatching computation: Out of
+  memory allocating N bytes``: the same refusal, seen one call later."""
+  text = str(error)
+  return isinstance(error, jax.errors.JaxRuntimeError) and (
+      'RESOURCE_EXHAUSTED' in text or 'Out of memory allocating' in text)
 
 
 def timed_unless_out_of_memory(fn: Callable[..., Any], *args: Any,

@@ -151,12 +151,13 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
           for _, family, overrides in planned]
   records = []
   for (label, family, overrides), cell in zip(planned, pool.run_cells(jobs, suite.workers)):
-    params = cell.pop('params_by_seed')
+    params = cell.pop('params_by_seed', {})  # none for a cell out of memory
     model_cfg = cell['model_cfg']
-    if label == ENCODER_NO_POSITIONS:  # kept so that its invariance can be re-checked
+    if label == ENCODER_NO_POSITIONS and params:  # kept to re-check its invariance
       save_trained(os.path.join(outdir, BLIND_WEIGHTS), model_cfg, params)
     # The largest change over seeds: a model is order-blind only if every seed is.
-    change = max(permutation_change(model_cfg, p, inputs, perms) for p in params.values())
+    change = max((permutation_change(model_cfg, p, inputs, perms)
+                  for p in params.values()), default=float('nan'))
     records.append({
         'variant': label, **cell,
         'positions': overrides.get('positions', 'implicit (recurrence)'),
@@ -191,7 +192,8 @@ def _accuracy_bars(records, path: str, sizes: Sizes) -> None:
 
 
 def _summary(records, sizes: Sizes, suite: Suite, total: float) -> str:
-  rows = [{**r, 'test accuracy': stats.format_spread(r['scores']),
+  rows = [{**r, 'test accuracy': (cells.OUT_OF_MEMORY if cells.out_of_memory(r) else
+                                  stats.format_spread(r['scores'])),
            'steps to criterion': cells.steps_text(r)} for r in records]
   cols = ['variant', 'positions', 'params', 'learning_rate', 'test accuracy', 'status',
           'steps to criterion', 'permutation_change', 'order_blind']
@@ -215,6 +217,8 @@ def _verdict(records, sizes: Sizes, suite: Suite) -> str:
   if ENCODER_NO_POSITIONS not in by:
     return 'Not measured (needs the transformer family).'
   blind = by[ENCODER_NO_POSITIONS]
+  if cells.out_of_memory(blind):
+    return f'Not measured: the encoder without positions ran {cells.OUT_OF_MEMORY}.'
   positioned = [r for r in records if r['family'] == 'transformer' and not r['causal']
                 and r['positions'] != 'none']
   recurrent = [r for r in records if r['family'] != 'transformer']

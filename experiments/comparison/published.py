@@ -3,7 +3,8 @@
 Each row states a qualitative result from a paper, the check that decides whether this
 run reproduces it (written before the run, here in code), what was measured, and a plain
 verdict: reproduced, not reproduced, or not measured (a family or task the check needs
-was not in the run). The sizes are far below the papers' (the suite says how far); a row
+was not in the run). Long-range cells that ran out of memory are left out of every check,
+and the row names them ("not measured: out of memory"). The sizes are far below the papers' (the suite says how far); a row
 that does not reproduce says so, and the report keeps the numbers that show why.
 """
 
@@ -33,6 +34,9 @@ class Claim:
   # What else was tried for this claim outside the suite's own run (settings and numbers,
   # with the date), or why it cannot hold here: the report's "also tried" column.
   tried: str = ''
+  # The long-range task whose cells the check reads ('' for none): the row names the
+  # cells of that task that ran out of memory, which the check left out.
+  task: str = ''
 
 
 def _mean(record) -> float:
@@ -40,7 +44,20 @@ def _mean(record) -> float:
 
 
 def _cells(findings, task: str) -> Records:
-  return [r for r in findings.get('longrange', []) if r['task'] == task]
+  """The measured long-range cells of ``task`` (out-of-memory cells left out)."""
+  return cells.measured([r for r in findings.get('longrange', []) if r['task'] == task])
+
+
+def out_of_memory_note(findings, task: str) -> str:
+  """``'; not measured: out of memory: lstm@seq_len=4096, ...'`` for the cells of
+  ``task`` that did not fit (left out of its check), or ''."""
+  lost = [r for r in findings.get('longrange', [])
+          if r['task'] == task and cells.out_of_memory(r)]
+  if not lost:
+    return ''
+  where = ', '.join(f'{r["family"]}@{r["axis"]}={r["difficulty"]}' +
+                    (f'/d_model={r["width"]}' if r.get('width') else '') for r in lost)
+  return f'; {cells.NOT_MEASURED}: {where} (left out of the check)'
 
 
 def _by(rows: Records, **where) -> Records:
@@ -149,12 +166,12 @@ CLAIMS = (
           'transformer mean >= 0.99 in every (width, pairs) cell; lstm and s4d mean '
           f'<= {WELL_SHORT} at the most pairs, every width; mamba above them at the widest '
           'and better at the widest than the narrowest (disjoint seed ranges)',
-          check_mqar),
+          check_mqar, task='mqar'),
     Claim('b', 'Gu & Dao 2023, "Mamba" (arXiv:2312.00752), Table 1: S4 18.3, Mamba 99.8',
           'Selective copying needs input-dependent dynamics: Mamba solves it, a '
           'time-invariant SSM does not.',
           'at the longest context: mamba mean >= 0.97, s4d mean <= 0.6',
-          check_selective_copying,
+          check_selective_copying, task='selective_copying',
           tried='Harder settings, 2026-12-01, one seed (0), rate 1e-2, 1,200 steps of '
                 'batch 32, 2 layers, ~40k parameters, as a standard cell '
                 '(`training.train_cell`): 16 tokens of 16 symbols in 64 positions: s4d '
@@ -167,7 +184,7 @@ CLAIMS = (
           'length.',
           'transformer and mamba reach the criterion with every seed; the lstm, at the '
           'same budget, does not (the issue\'s expectation, not a published LSTM figure)',
-          check_induction,
+          check_induction, task='induction_heads',
           tried='Why an LSTM can pass: the trigger is one fixed token (here and in Gu & '
                 'Dao), so solving the task means storing the one symbol that follows its '
                 'first occurrence, which a recurrent state can do at any length. Gu & '
@@ -178,7 +195,7 @@ CLAIMS = (
           'near the memoryless baseline for long delays).',
           'lstm reaches the criterion at the shortest delay, and its seeds at the longest '
           'delay all score below its seeds at the shortest',
-          check_copying),
+          check_copying, task='copying'),
     Claim('e', 'Vaswani et al. 2017, Table 1 (self-attention O(n^2 d) per layer)',
           'Exact attention needs memory quadratic in length; recurrences and chunked '
           'attention linear.',
@@ -196,6 +213,7 @@ def run(findings: list[Finding], preview: bool = False) -> Finding:
   records = []
   for claim in CLAIMS:
     measured, verdict = claim.check(by)
+    measured += out_of_memory_note(by, claim.task) if claim.task else ''
     if preview and verdict == 'not reproduced':
       verdict = 'not reproduced at this budget (preview)'
     records.append({'claim': claim.key, 'source': claim.source,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.comparison import pool
+from absl import logging
+
+from experiments.comparison import cells, pool
 from experiments.comparison.scoring import SOLVED
 from experiments.comparison.suite import Suite
 
@@ -32,7 +34,10 @@ def settings(diff) -> list[tuple[int, int | None]]:
 
 def learned_something(record: dict[str, Any]) -> bool:
   """Whether the tuning seed's best rate got at least halfway from chance to the
-  criterion on validation: a rate choice made where no rate did is made on noise."""
+  criterion on validation: a rate choice made where no rate did is made on noise. A cell
+  out of memory learned nothing (the walk moves on to an easier setting)."""
+  if cells.out_of_memory(record):
+    return False
   first = record['seeds'][0]
   best = max(m['validation_score'] for m in record['members'] if m['seed'] == first)
   return best >= record['chance'] + 0.5 * (SOLVED - record['chance'])
@@ -78,13 +83,19 @@ def train(planned: list[tuple[dict, dict]], tasks: dict[str, Any], suite: Suite
       easier = walk[walk.index(i) + 1]
       order.append(easier)
       return [planned[easier][0]]
-    rate = record['learning_rate']
+    rate = record['learning_rate']  # None: out of memory at every setting tried
     chosen[key] = (rate, i)
     done = {j for j, _ in tried[key]}
     rest = [j for j in range(len(planned)) if pair(j) == key and j not in done]
-    rest += [j for j, r in tried[key] if r['learning_rate'] != rate]
+    # A cell out of memory would not fit with another rate either: not trained again.
+    rest += [j for j, r in tried[key]
+             if r['learning_rate'] != rate and not cells.out_of_memory(r)]
     order.extend(rest)
-    return [dict(planned[j][0], learning_rates=(rate,)) for j in rest]
+    if rate is None:
+      logging.warning('%s/%s: no rate chosen (%s at every setting tried); its other '
+                      'cells train the whole grid', *key, cells.NOT_MEASURED)
+    return [dict(planned[j][0], learning_rates=(rate,) if rate is not None else
+                 planned[j][0]['learning_rates']) for j in rest]
 
   results = pool.run_cells([planned[i][0] for i in order], suite.workers, then)
   records = {}
@@ -92,7 +103,8 @@ def train(planned: list[tuple[dict, dict]], tasks: dict[str, Any], suite: Suite
     records[i] = record  # a cell trained again with the chosen rate replaces its first
   for record in records.values():
     key = record['task'], record['family']
-    record['lr_tuned_at'] = setting(planned[chosen[key][1]][1])
+    record['lr_tuned_at'] = (setting(planned[chosen[key][1]][1]) if chosen[key][0]
+                             is not None else cells.NOT_MEASURED)
     record['lr_walk'] = [  # every choice made on the way, with the first seed's scores
         {'setting': setting(planned[j][1]), 'learning_rate': r['learning_rate'],
          'learned_something': learned_something(r),

@@ -152,7 +152,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int,
   where = {'csv': f'the user\'s CSV `{csv_path}`'}.get(name, f'TFDS `{name}`')
   if csv_path and name != 'csv':
     where += f' (prepared, so it takes precedence over --text_csv={csv_path})'
-  rows = [{**r, 'test accuracy': stats.format_spread(r['scores'])} for r in records]
+  rows = [{**r, 'test accuracy': (cells.OUT_OF_MEMORY if cells.out_of_memory(r) else
+                                  stats.format_spread(r['scores']))} for r in records]
   measured = (f'Data: {where}, {num_test} test examples, word tokens (vocabulary '
               f'<= {sizes.max_vocab:,} from the training split), texts cut to '
               f'{sizes.max_len} tokens. Every family: ~{sizes.target_params:,} parameters, '
@@ -193,6 +194,8 @@ def _verdict(records) -> str:
     return 'Not measured (needs both lstm and transformer).'
   got = cells.compare(by['transformer'], by['lstm'])
   text = (f'{got.text}; majority class {by["transformer"]["majority_baseline"]:.3f}.')
+  if not got.measured:
+    return 'Not measured: ' + text.removeprefix('not measured: ')
   if got.winner is None:
     return ('Not separable: trained from scratch at this budget the two overlap, so the '
             'article\'s GLUE gap (pre-trained models) does not show up here. ' + text)

@@ -79,6 +79,8 @@ def environment(suite: Suite, seed: int, families: list[str]) -> dict[str, Any]:
       'numpy': np.__version__,
       'suite': suite.name, 'seed': seed, 'families': families,
       'suite settings': dataclasses.asdict(suite),
+      # A capped run (--max_steps/--max_examples/--max_params) is not the suite's result.
+      'capped': suite.capped,
   }
 
 
@@ -128,10 +130,12 @@ def protocol(suite: Suite) -> str:
          f'{2 / math.comb(2 * len(seeds), len(seeds)):.2f}.) ') +
       ('This suite is a **preview**: where a run did not converge, its verdict says so '
        'instead of naming a winner.' if suite.preview else ''),
-  ] + ([f'- **Capped run.** Training budgets capped at {suite.max_steps or "-"} steps and '
-        f'synthetic splits at {suite.max_examples or "-"} examples (`--max_steps`, '
-        f'`--max_examples`): this checks that the {suite.name} suite runs end to end; it is '
-        'not that suite\'s result.'] if suite.max_steps or suite.max_examples else []))
+  ] + ([f'- **Capped run.** Training budgets capped at {suite.max_steps or "-"} steps, '
+        f'synthetic splits at {suite.max_examples or "-"} examples and parameter targets '
+        f'(and long-range fixed widths) at {suite.max_params or "-"} parameters '
+        f'(`--max_steps`, `--max_examples`, `--max_params`): this checks that the '
+        f'{suite.name} suite runs end to end; it is not that suite\'s result.']
+       if suite.capped else []))
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str],

@@ -13,6 +13,7 @@ visible device unless the config says otherwise).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -121,9 +122,12 @@ def train_step_program(config, seed: int = 0) -> tuple[Any, tuple, int, int]:
 
 
 def train_step_throughput(program, repeats: int) -> dict[str, float]:
-  """Median time and tokens/s of a :func:`train_step_program`."""
+  """Median time and tokens/s of a :func:`train_step_program` (NaN when it runs out of
+  memory)."""
   step, args, tokens, devices = program
-  ms = measure.timed(step, *args, repeats=repeats)
+  ms = measure.timed_unless_out_of_memory(step, *args, repeats=repeats)
+  if ms is None:  # the step does not fit in the device's memory: recorded as such
+    return {'ms_per_step': math.nan, 'tokens_per_s': math.nan, 'devices': devices}
   return {'ms_per_step': ms, 'tokens_per_s': tokens / (ms / 1e3), 'devices': devices}
 
 
@@ -160,6 +164,7 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
         'test_loss_max': stats.spread(losses)['max'],
         'flops_per_token': cell['flops_per_token'], 'model_cfg': cell['model_cfg'],
         'test_token_accuracy': stats.spread(cell['scores'])['mean'],
+        'status': cell['status'],  # 'out of memory': no test loss
         **train_step_throughput(program, sizes.repeats)})
   figures = ['scale_throughput.png', 'scale_loss.png']
   plots.lines(records, x='params', y='tokens_per_s', group='family', logx=True, logy=True,
@@ -189,7 +194,7 @@ def _exponents(records) -> dict[str, float]:
   """Slope of log(tokens/s) against log(parameters) per family (0 = size-independent)."""
   out = {}
   for family in dict.fromkeys(r['family'] for r in records):
-    rows = [r for r in records if r['family'] == family]
+    rows = [r for r in records if r['family'] == family and math.isfinite(r['tokens_per_s'])]
     if len(rows) > 1:
       out[family] = growth_exponent([r['params'] for r in rows],
                                     [r['tokens_per_s'] for r in rows])
@@ -241,7 +246,8 @@ def _summary(records, sizes: ScaleSizes, task: str, suite: Suite) -> str:
       markdown_table([{**r, 'test loss': stats.format_spread(r['test_losses']),
                        'MFLOP/token': r['flops_per_token'] / 1e6} for r in records],
                      ['family', 'budget', 'params', 'd_model', 'MFLOP/token',
-                      'ms_per_step', 'tokens_per_s', 'learning_rate', 'test loss'],
+                      'ms_per_step', 'tokens_per_s', 'learning_rate', 'test loss',
+                      'status'],
                      {'ms_per_step': '.1f', 'tokens_per_s': ',.0f', 'MFLOP/token': '.3f',
                       'learning_rate': 'g'}), '',
       'Throughput scaling exponent (slope of log tokens/s vs log parameters; 0 = size '

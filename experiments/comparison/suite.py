@@ -69,6 +69,14 @@ class Suite:
   # budget and every synthetic split size. A capped run is not the suite's result.
   max_steps: int = 0
   max_examples: int = 0
+  # Parameter cap (0 = none): every matched parameter target (``target_params``, the
+  # scale ladder's ``budgets``) and long-range's fixed widths (``longrange.cap_widths``).
+  max_params: int = 0
+
+  @property
+  def capped(self) -> bool:
+    """Whether a cap shrank this suite: its numbers are not the suite's result."""
+    return bool(self.max_steps or self.max_examples or self.max_params)
 
   @property
   def seed_list(self) -> list[int]:
@@ -80,7 +88,9 @@ class Suite:
   def sized(self, table: dict[str, Any]) -> Any:
     """An experiment's sizes for this suite (``table[self.name]``, a dataclass), with the
     suite's caps applied to its step budgets (``steps``, ``*_steps``, ``eval_every``) and
-    synthetic split sizes (``num_train``, ``num_test``)."""
+    synthetic split sizes (``num_train``, ``num_test``) and parameter targets
+    (``target_params``; ``budgets``, a ladder of targets, capped with its duplicates
+    dropped, so a ladder keeps its rungs below the cap and ends at it)."""
     sizes = table[self.name]
     caps = {}
     for field in dataclasses.fields(sizes):
@@ -91,6 +101,10 @@ class Suite:
         caps[field.name] = min(value, max(self.max_steps // 2, 1))
       elif self.max_examples and field.name in ('num_train', 'num_test'):
         caps[field.name] = min(value, self.max_examples)
+      elif self.max_params and field.name == 'target_params':
+        caps[field.name] = min(value, self.max_params)
+      elif self.max_params and field.name == 'budgets':
+        caps[field.name] = tuple(dict.fromkeys(min(v, self.max_params) for v in value))
     return dataclasses.replace(sizes, **caps)
 
 

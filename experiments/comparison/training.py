@@ -20,9 +20,11 @@ import os
 import shutil
 from typing import Any, Sequence
 
+from absl import logging
 import ml_collections
 
 from experiments.comparison import cells, stats
+from experiments.comparison.measure import OUT_OF_MEMORY, ran_out_of_memory
 from experiments.comparison.scoring import SOLVED, Scoring, scoring_for
 from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
@@ -94,6 +96,16 @@ def resolved_model(config, spec) -> ModelConfig:
                                    **spec.model_fields()})
 
 
+def job_params(job: dict[str, Any]) -> int:
+  """Parameters of the model a ``train_cell`` job would train (nothing is trained or
+  generated: the task's spec only)."""
+  config = experiment_config(job['task'], job['family'], steps=job.get('steps', 1),
+                             **{k: v for k, v in job.items() if k in CONFIG_KEYS})
+  spec = get_task(config.task, data_dir=config.data_dir or None, seed=config.seed,
+                  **config.task_options.to_dict()).spec
+  return param_count(resolved_model(config, spec))
+
+
 def train_run(task: str, family: str, *, workdir: str, target_params: int, steps: int,
               seed: int, keep_checkpoints: bool = False, **kwargs) -> dict[str, Any]:
   """Trains one seed with ``loop.train`` and returns its test metrics and settings.
@@ -144,9 +156,19 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
   if lr_selection not in ('all_seeds', 'first_seed'):
     raise ValueError(f'lr_selection={lr_selection!r}: choose all_seeds or first_seed')
   choose = lambda members: select_learning_rate(members, scoring.score, criterion, steps)
-  sweep = train_sweep(config, seeds, learning_rates, criterion, extra_tests=extra_tests,
-                      keep_params=keep_params,
-                      select=choose if lr_selection == 'first_seed' else None)
+  try:
+    sweep = train_sweep(config, seeds, learning_rates, criterion, extra_tests=extra_tests,
+                        keep_params=keep_params,
+                        select=choose if lr_selection == 'first_seed' else None,
+                        skip_extra_error=ran_out_of_memory)
+  except Exception as error:  # pylint: disable=broad-except
+    if not ran_out_of_memory(error):
+      raise
+    # The papers' sizes on a small device: an outcome of this cell, not of the report.
+    logging.warning('cell %s/%s: out of memory, recorded as such: %s', task, family,
+                    str(error).splitlines()[0])
+    return out_of_memory_record(task, family, config, criterion, scoring, chance,
+                                learning_rates, seeds, lr_selection, extra_tests, error)
   chosen = sweep.chosen_learning_rate or choose(sweep.members)
   best = [m for m in sweep.members if m.learning_rate == chosen]
   scores = [scoring.score(m.test) if m.test else float('nan') for m in best]
@@ -169,8 +191,11 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
       'steps_to_criterion': reached,
       'reached': sum(r is not None for r in reached),
       'curves': {m.seed: [(step, scoring.score(v)) for step, v in m.curve] for m in best},
-      'extra_scores': {name: [scoring.score(m.extra_tests[name]) for m in best]
+      'extra_scores': {name: [_score_or_none(scoring, m.extra_tests[name]) for m in best]
                        for name in (extra_tests or {})},
+      # The extra test lengths whose evaluation did not fit in memory (scores None).
+      'extra_status': {name: OUT_OF_MEMORY for name in (extra_tests or {})
+                       if any(m.extra_tests[name] is None for m in best)},
       'members': [{'seed': m.seed, 'learning_rate': m.learning_rate, 'steps': m.steps,
                    'steps_to_criterion': m.steps_to_criterion,
                    'diverged_at': m.diverged_at,
@@ -187,3 +212,40 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
     record['params_by_seed'] = {m.seed: m.params for m in best}
   return record
 
+
+def _score_or_none(scoring: Scoring, metrics: dict[str, float] | None) -> float | None:
+  """The score of one extra test, None when it was not measured (out of memory)."""
+  return None if metrics is None else scoring.score(metrics)
+
+
+def out_of_memory_record(task: str, family: str, config, criterion, scoring: Scoring,
+                         chance: float | None, learning_rates: Sequence[float],
+                         seeds: Sequence[int], lr_selection: str,
+                         extra_tests: dict[str, dict[str, Any]] | None,
+                         error: BaseException) -> dict[str, Any]:
+  """The record of a cell whose programs did not fit in the device's memory: the keys of
+  ``train_cell``'s record, with what was planned (model, budget, grid) and nothing
+  measured (no scores, no steps to the criterion, no members); ``status`` is
+  ``'out of memory'`` and ``error`` the allocator's first line."""
+  spec = tasks.open_task(config).spec  # already prepared by the sweep that failed
+  model_cfg = resolved_model(config, spec)
+  options = config.task_options.to_dict()
+  nan = float('nan')
+  return {
+      'task': task, 'family': family, 'params': param_count(model_cfg),
+      'd_model': model_cfg.d_model, 'num_layers': model_cfg.num_layers,
+      'seq_len': spec.max_len,
+      'flops_per_token': forward_flops_per_token(model_cfg, spec.max_len).total,
+      'budget': int(config.num_steps), 'batch_size': int(config.batch_size),
+      'criterion': criterion.describe() if criterion else 'none (full budget)',
+      'learning_rates': list(learning_rates), 'learning_rate': None,
+      'lr_selection': lr_selection, 'seeds': list(seeds), 'scores': [],
+      'test_metrics': [], 'score_mean': nan, 'score_min': nan, 'score_max': nan,
+      'chance': chance if chance is not None else scoring.chance(options),
+      'test_examples': 0, 'steps_to_criterion': [], 'reached': 0, 'curves': {},
+      'extra_scores': {name: [] for name in (extra_tests or {})},
+      'extra_status': {name: OUT_OF_MEMORY for name in (extra_tests or {})},
+      'members': [], 'compile_seconds': nan, 'train_seconds': 0.0,
+      'status': OUT_OF_MEMORY, 'error': str(error).splitlines()[0],
+      'model_cfg': model_cfg.to_dict(),
+  }

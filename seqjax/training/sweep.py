@@ -81,7 +81,8 @@ class Member:
     best_step: the evaluated step with the best validation ``spec.eval_metric``.
     test: test-split metrics of the parameters of ``best_step`` ({} if no test split).
     extra_tests: ``{name: test metrics}`` of the same parameters on each extra setting
-      (e.g. longer sequences, for length generalisation).
+      (e.g. longer sequences, for length generalisation); ``None`` for a setting whose
+      evaluation raised an error the sweep was told to skip (``skip_extra_error``).
     params: the parameters of ``best_step`` on the host, when the sweep was asked to
       keep them (``keep_params``), else None.
     seconds: wall time of this member's training and evaluation.
@@ -98,7 +99,7 @@ class Member:
   validation: dict[str, float] = dataclasses.field(default_factory=dict)
   best_step: int | None = None
   test: dict[str, float] = dataclasses.field(default_factory=dict)
-  extra_tests: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+  extra_tests: dict[str, dict[str, float] | None] = dataclasses.field(default_factory=dict)
   params: Any = None
   seconds: float = 0.0
 
@@ -139,7 +140,8 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
                 extra_tests: Mapping[str, Mapping[str, Any]] | None = None,
                 keep_params: bool = False,
                 select: Callable[[list[Member]], float] | None = None,
-                on_member: Callable[[Member], None] | None = None) -> Sweep:
+                on_member: Callable[[Member], None] | None = None,
+                skip_extra_error: Callable[[BaseException], bool] | None = None) -> Sweep:
   """Trains every (seed, learning rate) member of ``config`` (see the module docstring).
 
   ``config`` is an experiment config as for ``loop.train``; its ``seed`` and
@@ -151,7 +153,9 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
   the first seed trains with every rate, ``select(those members)`` picks one, and the
   other seeds train with that rate only (``Sweep.chosen_learning_rate``); without it every
   seed trains with every rate. ``on_member`` is called after each member (e.g. to log
-  progress).
+  progress). ``skip_extra_error(error)``: an extra test whose evaluation raises an error
+  for which it is true is recorded as ``None`` (e.g. a longer test length that does not
+  fit in memory) instead of ending the sweep; any other error propagates.
   """
   _check(config, seeds, learning_rates)
   seeds = list(seeds)
@@ -211,7 +215,7 @@ def train_sweep(config, seeds: Sequence[int], learning_rates: Sequence[float],
     member = _train_member(config, tasks[seed], seed, float(lr), criterion, init_fn,
                            train_step, eval_step, eval_bs, batch_sh,
                            {name: t for (name, s), t in extra.items() if s == seed},
-                           keep_params)
+                           keep_params, skip_extra_error)
     members.append(member)
     logging.info('sweep %s/%s seed %d lr %.2g: %d steps, criterion %s, %.1f s',
                  spec.name, model_cfg.model, seed, lr, member.steps,
@@ -247,7 +251,8 @@ def _warm_up(init_fn, train_step, eval_step, task, spec, config, batch_sh) -> fl
 
 def _train_member(config, task, seed: int, lr: float, criterion: Criterion | None,
                   init_fn, train_step, eval_step, eval_bs: int, batch_sh,
-                  extra_tasks, keep_params: bool) -> Member:
+                  extra_tasks, keep_params: bool,
+                  skip_extra_error: Callable[[BaseException], bool] | None = None) -> Member:
   start = time.perf_counter()
   spec = task.spec
   member = Member(seed=seed, learning_rate=lr)
@@ -286,12 +291,26 @@ def _train_member(config, task, seed: int, lr: float, criterion: Criterion | Non
     if 'test' in spec.splits:
       member.test = evaluate_params(eval_step, best_params, task, 'test', eval_bs, batch_sh)
     for name, other in extra_tasks.items():
-      member.extra_tests[name] = evaluate_params(eval_step, best_params, other, 'test',
-                                                 eval_bs, batch_sh)
+      member.extra_tests[name] = _extra_test(eval_step, best_params, other, eval_bs,
+                                             batch_sh, name, skip_extra_error)
     if keep_params:
       member.params = jax.device_get(best_params)
   member.seconds = time.perf_counter() - start
   return member
+
+
+def _extra_test(eval_step, params, task, eval_bs: int, batch_sh, name: str,
+                skip_error: Callable[[BaseException], bool] | None
+                ) -> dict[str, float] | None:
+  """Test metrics of ``params`` on an extra setting, or None when its evaluation raised
+  an error ``skip_error`` accepts (the other settings are still measured)."""
+  try:
+    return evaluate_params(eval_step, params, task, 'test', eval_bs, batch_sh)
+  except Exception as error:  # pylint: disable=broad-except
+    if skip_error is None or not skip_error(error):
+      raise
+    logging.warning('extra test %s not measured: %s', name, str(error).splitlines()[0])
+    return None
 
 
 def select_learning_rate(members: Sequence[Member], score: Callable[[dict], float],
