@@ -15,14 +15,17 @@ Information", Findings of EMNLP).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
+from typing import Any
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from experiments.comparison import cells, plots, pool, stats
+from experiments.comparison import cells, measure, plots, pool, stats
 from experiments.comparison.order import output_change
 from experiments.comparison.report import Finding, markdown_table
 from experiments.comparison.scoring import SOLVED
@@ -30,6 +33,7 @@ from experiments.comparison.suite import Suite, whole_input_classifier
 from seqjax.data.registry import get_task
 from seqjax.models.config import ModelConfig
 from seqjax.models.registry import build_model
+from seqjax.utils.xla import compiled_quickly
 
 TASK = 'marker_order'
 ENCODER_NO_POSITIONS = 'transformer encoder, no positions'
@@ -121,13 +125,24 @@ def load_trained(path: str) -> tuple[ModelConfig, dict]:
           {int(seed): p for seed, p in blob['params'].items()})
 
 
-def permutation_change(model_cfg: dict, params, inputs: np.ndarray,
-                       perms: list[np.ndarray]) -> float:
-  """Max |Δ logits| / max |logits| of a trained model (``model_cfg``, ``params``) when
-  the columns of ``inputs`` ``[batch, time]`` are permuted by each of ``perms``."""
+def permutation_change(model_cfg: dict, params_by_seed: dict[int, Any],
+                       inputs: np.ndarray, perms: list[np.ndarray]) -> float:
+  """The largest over seeds of max |Δ logits| / max |logits| of a trained model
+  (``model_cfg``; one parameter tree per seed) when the columns of ``inputs``
+  ``[batch, time]`` are permuted by each of ``perms``; NaN without parameters.
+
+  One program per model, the parameters its argument (compiled once for every seed), and
+  compiled without LLVM's optimisations: it runs a handful of times, and compiling each
+  seed's model with its weights as constants took about a minute of the quick suite's
+  positions row, with one core idle."""
+  if not params_by_seed:  # a cell out of memory
+    return float('nan')
   model = build_model(ModelConfig.from_mapping(model_cfg))
-  apply = jax.jit(lambda tokens: model.apply({'params': params}, tokens))
-  return output_change(apply, inputs, perms)[1]
+  tokens = jnp.asarray(inputs)
+  program = compiled_quickly(jax.jit(lambda p, t: model.apply({'params': p}, t)),
+                             next(iter(params_by_seed.values())), tokens)
+  return max(output_change(functools.partial(program, p), inputs, perms)[1]
+             for p in params_by_seed.values())
 
 
 def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
@@ -149,15 +164,15 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                target_params=sizes.target_params, max_d_model=suite.max_d_model,
                num_train=sizes.num_train, num_test=sizes.num_test, keep_params=True)
           for _, family, overrides in planned]
+  trained = pool.run_cells(jobs, suite.workers)
+  # The largest change over seeds: a model is order-blind only if every seed is.
+  changes = measure.concurrently(lambda cell: permutation_change(
+      cell['model_cfg'], cell.get('params_by_seed', {}), inputs, perms), trained)
   records = []
-  for (label, family, overrides), cell in zip(planned, pool.run_cells(jobs, suite.workers)):
+  for (label, family, overrides), cell, change in zip(planned, trained, changes):
     params = cell.pop('params_by_seed', {})  # none for a cell out of memory
-    model_cfg = cell['model_cfg']
     if label == ENCODER_NO_POSITIONS and params:  # kept to re-check its invariance
-      save_trained(os.path.join(outdir, BLIND_WEIGHTS), model_cfg, params)
-    # The largest change over seeds: a model is order-blind only if every seed is.
-    change = max((permutation_change(model_cfg, p, inputs, perms)
-                  for p in params.values()), default=float('nan'))
+      save_trained(os.path.join(outdir, BLIND_WEIGHTS), cell['model_cfg'], params)
     records.append({
         'variant': label, **cell,
         'positions': overrides.get('positions', 'implicit (recurrence)'),

@@ -16,8 +16,8 @@ def fast_compile_options() -> dict[str, Any] | None:
   2026-12-02: LSTM 4.7 -> 2.4 s, Mamba 8.6 -> 4.8 s on a loaded 2-core CPU), and the
   quick suite's memory-row programs in 44 s instead of 82 s. Buffer assignment runs
   before LLVM, so the memory analysis is the same (checked on every model of that row at
-  256 and 4,096 tokens). The arithmetic may round differently in the last bit: the
-  initialisers' values moved by at most one ulp, so every path that initialises a model
+  256 and 4,096 tokens). The arithmetic may round differently in the last bits: the
+  initialisers' values moved by one or two ulps, so every path that initialises a model
   for training uses this (the trainer and the sweep alike), keeping their runs equal.
   """
   return {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else None

@@ -5,6 +5,7 @@ matching."""
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import jax
 import pytest
@@ -14,7 +15,8 @@ from seqjax.data.spec import TaskSpec
 from seqjax.models.config import HEADS, ModelConfig, Role, field_names
 from seqjax.models.families import FAMILIES, MODEL_NAMES
 from seqjax.models.registry import build_model, example_inputs, init_params
-from seqjax.models.sizing import count_params, match_d_model, param_count, width_multiple
+from seqjax.models.sizing import (count_params, first_reaching, match_d_model, param_count,
+                                  width_multiple)
 from seqjax.training.configuration import NON_SHAPE_FIELDS, check_same_shape
 
 
@@ -136,3 +138,27 @@ def test_match_d_model_brings_families_to_the_same_size():
     for other in (cfg.d_model - step, cfg.d_model + step):
       if other > 0:
         assert abs(param_count(cfg.replace(d_model=other)) - target) >= abs(count - target)
+
+
+def test_width_search_finds_the_first_width_reaching_the_target():
+  """``first_reaching`` against a linear scan, on non-decreasing counts of every shape the
+  quadratic guess can get wrong: exact quadratics, steps with plateaus, random jumps,
+  targets below the first count and above the last."""
+  rng = random.Random(0)
+  for _ in range(2000):
+    top = rng.randint(1, 300)
+    kind = rng.choice(['quadratic', 'plateaus', 'random'])
+    if kind == 'quadratic':
+      values = [3 * k * k + 40 * k + 7 for k in range(1, top + 1)]
+    elif kind == 'plateaus':
+      values = [1000 * (k // rng.randint(1, 9) + 1) for k in range(1, top + 1)]
+    else:
+      values = [rng.randint(0, 10**6) for _ in range(top)]
+    values.sort()
+    target = rng.choice([rng.choice(values), rng.randint(-10, 2 * 10**6), values[0] - 1,
+                         values[-1] + 1])
+    calls = []
+    got = first_reaching(lambda k: calls.append(k) or values[k - 1], target, top)
+    want = next((k for k in range(1, top + 1) if values[k - 1] >= target), top)
+    assert got == want, (kind, top, target)
+    assert all(1 <= k <= top for k in calls)
