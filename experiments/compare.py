@@ -34,8 +34,8 @@ EXPERIMENTS = {'speed': speed.run, 'memory': memory.run, 'streaming': streaming.
                'interpret': interpret.run, 'scale': scale.run, 'realtext': realtext.run}
 
 _SUITE = flags.DEFINE_enum('suite', 'quick', list(SUITES),
-                           'Problem sizes and budgets: quick (a preview, target 20 min on a '
-                           '2-core CPU, 30 min measured), standard (the one to cite: 3 seeds, a learning-'
+                           'Problem sizes and budgets: quick (a preview, 19 min on a 2-core '
+                           'CPU), standard (the one to cite: 3 seeds, a learning-'
                            'rate grid, training to criterion; 80 min on a 2-core CPU), '
                            'full (the papers\' lengths, 5 seeds; accelerators), smoke '
                            '(seconds; for tests).')

@@ -1,8 +1,9 @@
 """Settings of the comparison suites: what ``--suite=quick|standard|full`` measure.
 
-``quick`` (target 20 minutes on a 2-core CPU; 30 min 15 s measured on 2026-12-02) is a
-preview: 2 seeds, one learning rate, short budgets; its trained verdicts say "preview"
-wherever a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h
+``quick`` (target 20 minutes on a 2-core CPU; 18 min 55 s measured on 2026-12-02 at
+340c701) is a preview: 2 seeds, one learning rate, short budgets, the standard timing
+grids with fewer points between the same ends; its trained verdicts say "preview" wherever
+a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h
 20 min measured on 2026-12-01 at b08d15f and at 4a50f89, long-range 52 min of it) is the one to cite: 3
 seeds, a 3-point learning-rate grid chosen on validation, training to criterion,
 difficulty sweeps. ``full`` runs the papers' lengths with 5 seeds, for accelerators. ``smoke`` is
