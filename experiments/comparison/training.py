@@ -173,20 +173,14 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
   best = [m for m in sweep.members if m.learning_rate == chosen]
   scores = [scoring.score(m.test) if m.test else float('nan') for m in best]
   reached = [m.steps_to_criterion for m in best]
-  options = config.task_options.to_dict()
   record = {
-      'task': task, 'family': family, 'params': sweep.params,
-      'd_model': sweep.model_cfg.d_model, 'num_layers': sweep.model_cfg.num_layers,
-      'seq_len': sweep.spec.max_len,
-      'flops_per_token': forward_flops_per_token(sweep.model_cfg, sweep.spec.max_len).total,
-      'budget': steps, 'batch_size': sweep.batch_size,
-      'criterion': criterion.describe() if criterion else 'none (full budget)',
-      'learning_rates': list(learning_rates), 'learning_rate': chosen,
-      'lr_selection': lr_selection,
-      'seeds': list(seeds), 'scores': scores, 'test_metrics': [m.test for m in best],
+      **_planned(task, family, sweep.model_cfg, sweep.spec, steps, sweep.batch_size,
+                 criterion, learning_rates, lr_selection, seeds,
+                 chance if chance is not None else scoring.chance(
+                     config.task_options.to_dict())),
+      'learning_rate': chosen, 'scores': scores, 'test_metrics': [m.test for m in best],
       'score_mean': stats.spread(scores)['mean'], 'score_min': stats.spread(scores)['min'],
       'score_max': stats.spread(scores)['max'],
-      'chance': chance if chance is not None else scoring.chance(options),
       'test_examples': sweep.test_examples,
       'steps_to_criterion': reached,
       'reached': sum(r is not None for r in reached),
@@ -213,6 +207,22 @@ def train_cell(task: str, family: str, *, seeds: Sequence[int],
   return record
 
 
+def _planned(task: str, family: str, model_cfg: ModelConfig, spec, budget: int,
+             batch_size: int, criterion, learning_rates: Sequence[float],
+             lr_selection: str, seeds: Sequence[int], chance: float) -> dict[str, Any]:
+  """The fields of a cell's record that describe what was planned (model, sizes, budget,
+  grid, criterion): the same whether the cell trained or ran out of memory."""
+  return {
+      'task': task, 'family': family, 'params': param_count(model_cfg),
+      'd_model': model_cfg.d_model, 'num_layers': model_cfg.num_layers,
+      'seq_len': spec.max_len,
+      'flops_per_token': forward_flops_per_token(model_cfg, spec.max_len).total,
+      'budget': budget, 'batch_size': batch_size,
+      'criterion': criterion.describe() if criterion else 'none (full budget)',
+      'learning_rates': list(learning_rates), 'lr_selection': lr_selection,
+      'seeds': list(seeds), 'chance': chance}
+
+
 def _score_or_none(scoring: Scoring, metrics: dict[str, float] | None) -> float | None:
   """The score of one extra test, None when it was not measured (out of memory)."""
   return None if metrics is None else scoring.score(metrics)
@@ -229,20 +239,14 @@ def out_of_memory_record(task: str, family: str, config, criterion, scoring: Sco
   ``'out of memory'`` and ``error`` the allocator's first line."""
   spec = tasks.open_task(config).spec  # already prepared by the sweep that failed
   model_cfg = resolved_model(config, spec)
-  options = config.task_options.to_dict()
   nan = float('nan')
   return {
-      'task': task, 'family': family, 'params': param_count(model_cfg),
-      'd_model': model_cfg.d_model, 'num_layers': model_cfg.num_layers,
-      'seq_len': spec.max_len,
-      'flops_per_token': forward_flops_per_token(model_cfg, spec.max_len).total,
-      'budget': int(config.num_steps), 'batch_size': int(config.batch_size),
-      'criterion': criterion.describe() if criterion else 'none (full budget)',
-      'learning_rates': list(learning_rates), 'learning_rate': None,
-      'lr_selection': lr_selection, 'seeds': list(seeds), 'scores': [],
-      'test_metrics': [], 'score_mean': nan, 'score_min': nan, 'score_max': nan,
-      'chance': chance if chance is not None else scoring.chance(options),
-      'test_examples': 0, 'steps_to_criterion': [], 'reached': 0, 'curves': {},
+      **_planned(task, family, model_cfg, spec, int(config.num_steps),
+                 int(config.batch_size), criterion, learning_rates, lr_selection, seeds,
+                 chance if chance is not None else scoring.chance(
+                     config.task_options.to_dict())),
+      'learning_rate': None, 'scores': [], 'test_metrics': [], 'score_mean': nan,
+      'score_min': nan, 'score_max': nan, 'test_examples': 0, 'steps_to_criterion': [], 'reached': 0, 'curves': {},
       'extra_scores': {name: [] for name in (extra_tests or {})},
       'extra_status': {name: OUT_OF_MEMORY for name in (extra_tests or {})},
       'members': [], 'compile_seconds': nan, 'train_seconds': 0.0,
