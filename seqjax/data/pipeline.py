@@ -55,6 +55,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from seqjax.data import columns as columns_lib
 from seqjax.data.errors import DataError
 from seqjax.data.spec import BOS_ID, PAD_ID, TaskSpec
 
@@ -123,6 +124,12 @@ class BatchIterator(grain.DatasetIterator):
                        f'batch_size or pass drop_remainder=False')
     self._epoch, self._batch = 0, 0
     self._order = None  # permutation of the current epoch (cached)
+    # A split held as columns (seqjax.data.columns) is batched by indexing them: the
+    # same arrays as the per-example path below, without a Python loop over rows.
+    self._columns = columns_lib.columns_of(dataset)
+    if self._columns is not None and (spec.kind == 'seq2seq' or
+                                      self._global_width_needed()):
+      self._columns = None
     self._order_epoch = -1
 
   # ---------------------------------------------------------------------- ordering
@@ -177,6 +184,8 @@ class BatchIterator(grain.DatasetIterator):
     # Filler rows copy the *global* batch's first example, so the global batch is the
     # same array whatever the number of shards.
     indices = real + ([int(batch_indices[0])] if num_real < bsz else [])
+    if self._columns is not None:
+      return self._gather(indices, num_real)
     examples = [{k: np.asarray(v) for k, v in self._dataset[i].items()} for i in indices]
     lengths = [self._length(i, ex) for i, ex in zip(indices, examples)]
     longest, tgt_longest = max(lengths), None
@@ -243,6 +252,17 @@ class BatchIterator(grain.DatasetIterator):
     else:
       batch['label'] = label
     return batch
+
+  def _gather(self, indices: list[int], num_real: int) -> dict[str, np.ndarray]:
+    """``_collate`` for a split held as columns (same checks, same arrays)."""
+    lengths = self._columns.lengths(self._spec.kind)[indices]
+    if self._pad_to is not None and lengths.max() > self._pad_to:
+      too_long = indices[int(np.argmax(lengths > self._pad_to))]
+      self._length(too_long, self._dataset[too_long])  # raises the DataError
+    rows = np.asarray(indices + [indices[-1]] * (self._rows - len(indices)), np.int64)
+    row_lengths = self._columns.lengths(self._spec.kind)[rows]
+    return columns_lib.gather(self._columns, self._spec.kind, rows, row_lengths,
+                              num_real, self._width(int(lengths.max())))
 
   # ---------------------------------------------------------------------- iteration
 

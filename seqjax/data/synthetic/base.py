@@ -37,6 +37,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from seqjax.data import columns
 from seqjax.data.real_common import default_data_dir, resolve_options
 from seqjax.data.spec import Task
 from seqjax.data.spec import TaskSpec
@@ -319,7 +320,8 @@ class _Opener:
         return files.map(reader)
       examples = [files[i] for i in range(len(files))]
       _write_decoded(builder, split, examples)
-    self._in_memory[split] = grain.MapDataset.source([reader(e) for e in examples])
+    # Held as columns when every example has the same shapes (seqjax.data.columns).
+    self._in_memory[split] = columns.in_memory([reader(e) for e in examples])
     return self._in_memory[split]
 
   def __getstate__(self):  # a worker process reopens the files itself
