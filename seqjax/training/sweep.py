@@ -265,11 +265,14 @@ def _train_member(config, task, seed: int, lr: float, criterion: Criterion | Non
   best_value, best_params = -math.inf, None
   for step in range(1, budget + 1):
     state, metrics = train_step(state, mesh_lib.global_batch(next(train_iter), batch_sh))
-    window.append(metrics['loss_sum'] / jnp.maximum(metrics['weight'], 1e-9))
+    # Kept on the device until the next evaluation: dividing here would dispatch two
+    # small ops and wait for the step, every step.
+    window.append((metrics['loss_sum'], metrics['weight']))
     if step % config.eval_every and step != budget:
       continue
     member.steps = step
-    train_losses = np.asarray(jax.device_get(window), np.float64)
+    sums = np.asarray(jax.device_get(window), np.float32)  # [steps, 2]
+    train_losses = (sums[:, 0] / np.maximum(sums[:, 1], np.float32(1e-9))).astype(np.float64)
     window.clear()
     member.train_loss.append((step, float(train_losses.mean())))
     if not np.all(np.isfinite(train_losses)):
