@@ -147,8 +147,11 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str],
     for col in columns:
       value = row.get(col, '')
       fmt = formats.get(col)
-      cells.append(format(value, fmt) if fmt and isinstance(value, (int, float)) else
-                   str(value))
+      if value is None:  # not measured (e.g. an out-of-memory cell has no chosen rate)
+        cells.append('-')
+      else:
+        cells.append(format(value, fmt) if fmt and isinstance(value, (int, float)) else
+                     str(value))
     out.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(out)
 

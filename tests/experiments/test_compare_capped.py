@@ -164,3 +164,11 @@ def test_scale_throughput_of_a_step_that_does_not_fit_is_nan():
                   (jnp.float32(1),), 128, 1)
   got = scale.train_step_throughput(fake_program, repeats=1)
   assert math.isnan(got['tokens_per_s']) and math.isnan(got['ms_per_step'])
+
+
+def test_the_long_range_table_shows_an_out_of_memory_cell_without_none(oom_cell):
+  suite = SUITES['smoke']
+  table = longrange._summary([oom_cell], suite.sized(longrange.SIZES), suite)
+  row = next(line for line in table.splitlines() if line.startswith('| copying'))
+  assert OUT_OF_MEMORY in row and 'None' not in row
+  assert row.split(' | ')[5] == '-'   # no learning rate was chosen
