@@ -53,8 +53,8 @@ _MAX_STEPS = flags.DEFINE_integer('max_steps', 0, 'Cap every training budget at 
                                   'steps (0 = the suite\'s), to try a suite end to end on '
                                   'small hardware; the report records the cap.',
                                   lower_bound=0)
-_MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Cap the synthetic training and '
-                                     'test splits at this many examples (0 = the '
+_MAX_EXAMPLES = flags.DEFINE_integer('max_examples', 0, 'Cap the synthetic training, '
+                                     'validation and test splits at this many examples (0 = the '
                                      'suite\'s).', lower_bound=0)
 _MAX_PARAMS = flags.DEFINE_integer('max_params', 0, 'Cap every matched parameter target '
                                    '(the suite\'s, each experiment\'s, the scale ladder) '

@@ -63,6 +63,8 @@ class Sizes:
   num_layers: int
   batch_size: int
   num_train: int
+  num_validation: int = 256   # the criterion is checked on this split
+  num_test: int = 512
 
 
 def _mqar(seq_len: int | None, pairs: tuple[int, ...],
@@ -151,6 +153,7 @@ def _cells(sizes: Sizes, suite: Suite, families: list[str]) -> list[tuple[dict, 
               eval_every=sizes.eval_every, task_options=diff.options(value),
               model_overrides={'num_layers': sizes.num_layers},
               batch_size=sizes.batch_size, num_train=sizes.num_train,
+              num_validation=sizes.num_validation, num_test=sizes.num_test,
               max_d_model=suite.max_d_model)
           if width:
             job['d_model'] = width

@@ -61,6 +61,7 @@ class Sizes:
   num_train: int
   num_test: int
   num_permutations: int   # random permutations of the test inputs per variant
+  num_validation: int = 256  # the criterion is checked on this split
 
 
 SIZES = {
@@ -149,7 +150,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
   sizes = suite.sized(SIZES)
   suite = suite.with_seed(seed)
   options = task_options(sizes)
-  test = get_task(TASK, seed=seed, num_train=sizes.num_train, num_validation=256,
+  test = get_task(TASK, seed=seed, num_train=sizes.num_train,
+                  num_validation=sizes.num_validation,
                   **options).open('test')
   inputs = np.stack([test[i]['inputs'] for i in range(len(test))])
   rng = np.random.default_rng(seed)
@@ -162,7 +164,8 @@ def run(suite: Suite, families: list[str], outdir: str, seed: int) -> Finding:
                eval_every=sizes.eval_every, task_options=options,
                model_overrides={'num_layers': sizes.num_layers, **overrides},
                target_params=sizes.target_params, max_d_model=suite.max_d_model,
-               num_train=sizes.num_train, num_test=sizes.num_test, keep_params=True)
+               num_train=sizes.num_train, num_validation=sizes.num_validation,
+               num_test=sizes.num_test, keep_params=True)
           for _, family, overrides in planned]
   trained = pool.run_cells(jobs, suite.workers)
   # The largest change over seeds: a model is order-blind only if every seed is.

@@ -89,7 +89,7 @@ class Suite:
   def sized(self, table: dict[str, Any]) -> Any:
     """An experiment's sizes for this suite (``table[self.name]``, a dataclass), with the
     suite's caps applied to its step budgets (``steps``, ``*_steps``, ``eval_every``) and
-    synthetic split sizes (``num_train``, ``num_test``) and parameter targets
+    synthetic split sizes (``num_train``, ``num_validation``, ``num_test``) and parameter targets
     (``target_params``; ``budgets``, a ladder of targets, capped with its duplicates
     dropped, so a ladder keeps its rungs below the cap and ends at it)."""
     sizes = table[self.name]
@@ -100,7 +100,7 @@ class Suite:
         caps[field.name] = min(value, self.max_steps)
       elif self.max_steps and field.name == 'eval_every':
         caps[field.name] = min(value, max(self.max_steps // 2, 1))
-      elif self.max_examples and field.name in ('num_train', 'num_test'):
+      elif self.max_examples and field.name in ('num_train', 'num_validation', 'num_test'):
         caps[field.name] = min(value, self.max_examples)
       elif self.max_params and field.name == 'target_params':
         caps[field.name] = min(value, self.max_params)

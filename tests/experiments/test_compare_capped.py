@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments.comparison import (cells, longrange, published, rate_walk, scale,
-                                    training)
+from experiments.comparison import (cells, longrange, positions, published, rate_walk,
+                                    scale, training)
 from experiments.comparison.measure import OUT_OF_MEMORY, ran_out_of_memory
 from experiments.comparison.suite import SUITES
 from seqjax.training import sweep
@@ -172,3 +172,14 @@ def test_the_long_range_table_shows_an_out_of_memory_cell_without_none(oom_cell)
   row = next(line for line in table.splitlines() if line.startswith('| copying'))
   assert OUT_OF_MEMORY in row and 'None' not in row
   assert row.split(' | ')[5] == '-'   # no learning rate was chosen
+
+
+def test_max_examples_caps_every_split_a_long_range_cell_opens():
+  suite = dataclasses.replace(SUITES['full'], max_examples=48)
+  sizes = suite.sized(longrange.SIZES)
+  jobs = [job for job, _ in longrange._cells(sizes, suite, ['lstm'])]
+  assert jobs and all(job['num_train'] == job['num_validation'] == job['num_test'] == 48
+                      for job in jobs)
+  uncapped = SUITES['full'].sized(longrange.SIZES)
+  assert (uncapped.num_validation, uncapped.num_test) == (256, 512)
+  assert suite.sized(positions.SIZES).num_validation == 48
