@@ -7,6 +7,8 @@ chunkwise cells against chunked attention (issue 13).
   Transformer mixer with ``impl='attention:chunked'`` (blocks of 256), timed round-robin
   with the others at each length. Griffin's attention block is timed as
   ``griffin_local_mqa`` (window 1024, one key/value head); its recurrent block is ``hawk``.
+  ``slstm_autodiff`` is the sLSTM with autodiff of its ``lax.scan`` (``impl='slstm:
+  autodiff'``) beside ``slstm``, its default hand-written backward pass.
 * ``cells``: the sequence mixing alone, forward + backward, ``[1, 4 heads, T, 32]``: causal
   chunked attention (blocks of 256), the mLSTM cell chunkwise (chunks of 64) and parallel
   (``[T, T]``), and the SSD chunked (chunks of 64, ``N = 64``; Mamba-2's ``x`` is
@@ -33,7 +35,7 @@ from seqjax.utils.timing import time_interleaved
 
 D_MODEL, HEADS, HEAD_DIM = 128, 4, 32
 MIXERS = ('transformer', 'min_gru', 'min_lstm', 'hawk', 'griffin_local_mqa', 'mlstm',
-          'slstm', 'mamba', 'mamba2')
+          'slstm', 'slstm_autodiff', 'mamba', 'mamba2')
 
 
 def _mixer(name: str):
@@ -44,6 +46,10 @@ def _mixer(name: str):
   if name == 'griffin_local_mqa':
     return FAMILIES['griffin'].build(ModelConfig(model='griffin', d_model=D_MODEL,
                                                  num_heads=HEADS), True, 1)
+  if name == 'slstm_autodiff':
+    return FAMILIES['slstm'].build(ModelConfig(model='slstm', d_model=D_MODEL,
+                                               num_heads=HEADS, impl='slstm:autodiff'),
+                                   True, 0)
   return FAMILIES[name].build(ModelConfig(model=name, d_model=D_MODEL, num_heads=HEADS),
                               True, 0)
 

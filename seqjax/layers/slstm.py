@@ -46,12 +46,19 @@ import numpy as np
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense, MultiHeadNorm
+from seqjax.layers.slstm_vjp import slstm_scan
 from seqjax.layers.torch_weights import named_weights
 from seqjax.ops.switch import AUTO, Switch
 
 Array = jax.Array
 
 NEG_INF = -1e30
+
+# ``auto`` is the hand-written backward pass everywhere (seqjax.layers.slstm_vjp); the
+# speed-up is in BENCHMARKS.md, "sLSTM training step". Not measured on accelerators.
+SLSTM_SCAN = Switch('slstm', ('fused', 'autodiff'), lambda platform, time: 'fused',
+                    'sLSTM over time: hand-written backward pass (fused) or autodiff of '
+                    'lax.scan; layers/slstm_vjp.py')
 
 
 def _bias_init(heads: int):
@@ -88,7 +95,9 @@ class SLSTM(nn.Module):
     d_model: model width = memory width.
     num_heads: heads (blocks of the input and recurrent weights); divides ``d_model``.
     conv_width: temporal width of the Conv1D in front of the input and forget gates.
-    impl: accepted for the interface; no switch.
+    impl: implementation switch, site ``slstm``: ``fused`` (what ``auto`` picks:
+      :func:`seqjax.layers.slstm_vjp.slstm_scan`, a hand-written backward pass) or
+      ``autodiff`` (autodiff of the ``lax.scan`` below); same function, same params.
     dtype: computation dtype of the input projections; the recurrence runs in float32+.
   """
 
@@ -99,7 +108,7 @@ class SLSTM(nn.Module):
   dtype: Any = jnp.float32
 
   is_causal = True
-  switches: ClassVar[tuple[Switch, ...]] = ()
+  switches: ClassVar[tuple[Switch, ...]] = (SLSTM_SCAN,)
 
   @property
   def head_dim(self) -> int:
@@ -112,6 +121,7 @@ class SLSTM(nn.Module):
     if self.num_heads <= 0 or self.d_model % self.num_heads:
       raise ValueError(f'num_heads={self.num_heads} must be positive and divide '
                        f'd_model={self.d_model} (the sLSTM heads)')
+    SLSTM_SCAN.choice(self.impl)
 
   def setup(self):
     self.check()
@@ -152,6 +162,8 @@ class SLSTM(nn.Module):
     pre = jnp.swapaxes(self._pre(x, self.conv1d(x)), 0, 1)     # [time, batch, 4, h, d]
     real = jnp.swapaxes(jnp.ones(x.shape[:2], bool) if mask is None else mask, 0, 1)
     recurrent, bias = self._params()
+    if SLSTM_SCAN.resolve(self.impl, x.shape[1]) == 'fused':
+      return self._output(jnp.swapaxes(slstm_scan(pre, real, recurrent, bias), 0, 1))
 
     def body(state, inputs):
       pre_t, real_t = inputs

@@ -60,8 +60,9 @@ def np_slstm(p, x):
   return normed.reshape(B, T, D)
 
 
-def test_matches_the_papers_equations():
-  layer = SLSTM(D, num_heads=HEADS)
+@pytest.mark.parametrize('impl', ['slstm:fused', 'slstm:autodiff'])
+def test_matches_the_papers_equations(impl):
+  layer = SLSTM(D, num_heads=HEADS, impl=impl)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
   params = layer.init(jax.random.key(0), x)
@@ -70,6 +71,28 @@ def test_matches_the_papers_equations():
   p = jax.tree.map(lambda v: np.asarray(v, np.float64), params['params'])
   np.testing.assert_allclose(layer.apply(params, x), np_slstm(p, np.asarray(x, np.float64)),
                              rtol=1e-4, atol=1e-4)
+
+
+def test_hand_written_backward_pass_equals_autodiff_of_the_scan():
+  """Values and every gradient (parameters and input), with a padded row and a recurrent
+  kernel large enough that the recurrence and the stabiliser matter."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+  mask = jnp.asarray(np.arange(T)[None, :] < np.array([T, T - 4])[:, None])
+  weights = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
+  layers = {impl: SLSTM(D, num_heads=HEADS, impl=f'slstm:{impl}')
+            for impl in ('fused', 'autodiff')}
+  params = layers['fused'].init(jax.random.key(0), x)['params']
+  params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+
+  def loss(p, x, impl):
+    return jnp.sum(layers[impl].apply({'params': p}, x, mask) * weights)
+
+  got = {impl: jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(
+      params, x, impl) for impl in layers}
+  np.testing.assert_allclose(got['fused'][0], got['autodiff'][0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(got['fused'][1]), jax.tree.leaves(got['autodiff'][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
 
 def test_xlstm_places_one_slstm_block_per_group():
