@@ -67,7 +67,8 @@ def _setup():
 def test_matches_the_papers_equations():
   layer, params, x = _setup()
   p = jax.tree.map(lambda v: np.asarray(v, np.float64), params['params'])
-  got = layer.apply(params, x)
+  # One compiled program (eagerly, every operation compiles on its own).
+  got = jax.jit(layer.apply)(params, x)
   np.testing.assert_allclose(got, np_hawk(p, np.asarray(x, np.float64)), rtol=1e-5,
                              atol=1e-5)
 

@@ -69,7 +69,9 @@ def test_matches_the_papers_equations():
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.7, p.dtype),
                         params)
   p = jax.tree.map(lambda v: np.asarray(v, np.float64), params['params'])
-  np.testing.assert_allclose(layer.apply(params, x), np_slstm(p, np.asarray(x, np.float64)),
+  # One compiled program (eagerly, every operation compiles on its own).
+  got = jax.jit(layer.apply)(params, x)
+  np.testing.assert_allclose(got, np_slstm(p, np.asarray(x, np.float64)),
                              rtol=1e-4, atol=1e-4)
 
 
