@@ -91,7 +91,9 @@ def test_nx_ai_torch_state_dict_converts_one_to_one():
             'proj_down.weight': (D, e)}
   sd = {k: (rng.normal(size=s) * 0.5).astype(np.float32) for k, s in shapes.items()}
   x = rng.normal(size=(B, T, D)).astype(np.float32)
-  got = MLSTM(D, num_heads=heads).apply({'params': mlstm_params_from_torch(sd)}, x)
+  # One compiled program (eagerly, every operation compiles on its own).
+  apply = jax.jit(MLSTM(D, num_heads=heads).apply)
+  got = apply({'params': mlstm_params_from_torch(sd)}, x)
   want = _np_layer_from_torch({k: v.astype(np.float64) for k, v in sd.items()},
                               x.astype(np.float64), heads)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -144,7 +144,8 @@ def test_nx_ai_torch_state_dict_converts_one_to_one():
   sd = {pre + k: (rng.normal(size=v) * 0.6).astype(np.float32) for k, v in shapes.items()}
   x = rng.normal(size=(B, T, D)).astype(np.float32)
   params = slstm_params_from_torch(sd)
-  got = SLSTM(D, num_heads=HEADS).apply({'params': params}, x)
+  # One compiled program (eagerly, every operation compiles on its own).
+  got = jax.jit(SLSTM(D, num_heads=HEADS).apply)({'params': params}, x)
   want = _np_torch_slstm_layer({k[len(pre):]: v.astype(np.float64) for k, v in sd.items()},
                                x.astype(np.float64))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
