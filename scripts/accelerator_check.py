@@ -159,9 +159,11 @@ def check_family(name: str, dtype: str, *, batch: int, time_len: int, d_model: i
   cfg = family_config(name, dtype, d_model, time_len, num_layers)
   ref_cfg = family_config(name, 'float32', d_model, time_len, num_layers)
   host_batch = make_batch(cfg, batch, time_len)
+  # Initialised in one compiled program: run eagerly, every operation of the initialiser
+  # compiled on its own (about 150 small programs, half of a small check's time).
   with jax.default_device(cpu):
-    params = build_model(ref_cfg).init(jax.random.PRNGKey(0),
-                                       *example_inputs(ref_cfg))['params']
+    params = jax.jit(build_model(ref_cfg).init)(jax.random.PRNGKey(0),
+                                                *example_inputs(ref_cfg))['params']
   ref_progs, progs = programs(ref_cfg), programs(cfg)
   row = {'family': name, 'head': cfg.head, 'dtype': dtype, 'tolerance': TOLERANCE[dtype]}
   ok = True

@@ -41,7 +41,8 @@ def _setup(window, causal, kv_heads):
                            num_kv_heads=kv_heads, max_len=4)
   rng = np.random.default_rng(window)
   x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
-  params = mha.init(jax.random.key(0), x)
+  # Shapes only (the values are drawn below): no initialiser to compile and run.
+  params = jax.eval_shape(mha.init, jax.random.key(0), x)
   params = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape) * 0.5, a.dtype),
                         params)
   return mha, params, x
@@ -54,7 +55,7 @@ def test_blocked_parallel_form_matches_dense_reference(window, causal, kv_heads)
   mask = jnp.asarray(np.arange(T)[None] < LENGTHS[:, None])
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params['params'])
   want = np_attention(p, np.asarray(x, np.float64), window, causal, kv_heads, LENGTHS)
-  got = mha.apply(params, x, mask)
+  got = jax.jit(mha.apply)(params, x, mask)  # one program, not op by op
   real = np.arange(T)[None] < LENGTHS[:, None]
   np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=2e-5)
 
@@ -72,14 +73,15 @@ def test_ring_buffer_streams_past_its_size_in_constant_memory():
     return jax.lax.scan(step, state, jnp.swapaxes(x, 0, 1))
 
   final, ys = stream(x)
-  np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1), mha.apply(params, x), atol=1e-5)
+  np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1), jax.jit(mha.apply)(params, x),
+                             atol=1e-5)
   assert int(final['index']) == T
   assert jax.tree.map(jnp.shape, final) == jax.tree.map(jnp.shape, state)
 
 
 def test_each_output_depends_exactly_on_its_window():
   mha, params, x = _setup(3, True, 1)
-  jac = jax.jacrev(lambda v: mha.apply(params, v))(x)            # [B, T, D, B, T, D]
+  jac = jax.jit(jax.jacrev(lambda v: mha.apply(params, v)))(x)   # [B, T, D, B, T, D]
   dep = np.abs(np.asarray(jac)[0, :, :, 0]).max(axis=(1, 3))      # [T, T]
   diff = np.arange(T)[:, None] - np.arange(T)[None]
   assert np.all(dep[(diff >= 0) & (diff < 3)] > 0)

@@ -30,14 +30,15 @@ def test_bidirectional_equals_forward_plus_reversed_backward_per_sequence():
   x = rng.normal(size=(2, 6, d)).astype(np.float32)
   x[1, 3:] = 50.0  # padding garbage
   mask = jnp.asarray(np.arange(6)[None] < lengths[:, None])
-  params = layer.init(jax.random.key(0), jnp.asarray(x), mask)
+  # Compiled programs throughout: applied eagerly, every operation compiles on its own.
+  params = jax.jit(layer.init)(jax.random.key(0), jnp.asarray(x), mask)
   # Independent copies: the two directions must not share parameters.
   fwd_p, bwd_p = params['params']['fwd'], params['params']['bwd']
   assert not np.allclose(fwd_p['C'], bwd_p['C'])
-  out = np.asarray(layer.apply(params, jnp.asarray(x), mask))
-  single = S4D(d, s4d_state_size=4)
+  out = np.asarray(jax.jit(layer.apply)(params, jnp.asarray(x), mask))
+  single = jax.jit(S4D(d, s4d_state_size=4).apply)
   for b, n in enumerate(lengths):
     seq = jnp.asarray(x[b:b + 1, :n])
-    want = (np.asarray(single.apply({'params': fwd_p}, seq))
-            + np.asarray(single.apply({'params': bwd_p}, seq[:, ::-1]))[:, ::-1])
+    want = (np.asarray(single({'params': fwd_p}, seq))
+            + np.asarray(single({'params': bwd_p}, seq[:, ::-1]))[:, ::-1])
     np.testing.assert_allclose(out[b, :n], want[0], atol=1e-5)

@@ -20,7 +20,8 @@ def test_forms_and_step_agree_in_values_and_gradients():
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
   mask = jnp.asarray(np.arange(T)[None] < np.array([[T], [7]]))
-  params = layer.init(jax.random.key(0), x)
+  # Shapes only (the values are drawn below): no initialiser to compile and run.
+  params = jax.eval_shape(layer.init, jax.random.key(0), x)
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.5, p.dtype),
                         params)
   w = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32) * mask[..., None]
@@ -90,7 +91,9 @@ def test_nx_ai_torch_state_dict_converts_one_to_one():
             'proj_down.weight': (D, e)}
   sd = {k: (rng.normal(size=s) * 0.5).astype(np.float32) for k, s in shapes.items()}
   x = rng.normal(size=(B, T, D)).astype(np.float32)
-  got = MLSTM(D, num_heads=heads).apply({'params': mlstm_params_from_torch(sd)}, x)
+  # One compiled program (eagerly, every operation compiles on its own).
+  apply = jax.jit(MLSTM(D, num_heads=heads).apply)
+  got = apply({'params': mlstm_params_from_torch(sd)}, x)
   want = _np_layer_from_torch({k: v.astype(np.float64) for k, v in sd.items()},
                               x.astype(np.float64), heads)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -58,7 +58,8 @@ def _setup():
   layer = Hawk(D, num_heads=HEADS, rglru_width=E)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
-  params = layer.init(jax.random.key(0), x)
+  # Shapes only (the values are drawn below): no initialiser to compile and run.
+  params = jax.eval_shape(layer.init, jax.random.key(0), x)
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
   return layer, params, x
 
@@ -66,7 +67,8 @@ def _setup():
 def test_matches_the_papers_equations():
   layer, params, x = _setup()
   p = jax.tree.map(lambda v: np.asarray(v, np.float64), params['params'])
-  got = layer.apply(params, x)
+  # One compiled program (eagerly, every operation compiles on its own).
+  got = jax.jit(layer.apply)(params, x)
   np.testing.assert_allclose(got, np_hawk(p, np.asarray(x, np.float64)), rtol=1e-5,
                              atol=1e-5)
 
@@ -77,7 +79,9 @@ def test_parallel_and_streamed_gradients_agree(streamed_gradients_agree):
 
 def test_decay_initialisation_is_the_releases_ring():
   """``sigma(-Lambda)^2`` uniform in ``[0.9^2, 0.999^2]``."""
-  params = Hawk(64, num_heads=4).init(jax.random.key(0), jnp.zeros((1, 2, 64)))
+  # The initialiser compiled once (eagerly, every operation compiles on its own).
+  init = jax.jit(Hawk(64, num_heads=4).init)
+  params = init(jax.random.key(0), jnp.zeros((1, 2, 64)))
   a = 1 / (1 + np.exp(np.asarray(params['params']['rg_lru']['a_param'], np.float64)))
   assert np.all(a ** 2 >= 0.9 ** 2 - 1e-6) and np.all(a ** 2 <= 0.999 ** 2 + 1e-6)
   assert a.std() > 0.01   # spread over the ring, not one value
@@ -101,7 +105,7 @@ def test_recurrentgemma_torch_state_dict_converts_one_to_one():
       node = node.setdefault(part, {})
     node[leaf] = value.astype(np.float64)
   x = rng.normal(size=(B, T, D)).astype(np.float32)
-  got = Hawk(D, num_heads=HEADS, rglru_width=E).apply(
+  got = jax.jit(Hawk(D, num_heads=HEADS, rglru_width=E).apply)(  # not op by op
       {'params': hawk_params_from_torch(sd)}, x)
   np.testing.assert_allclose(got, np_hawk(nested, x.astype(np.float64)), rtol=1e-5,
                              atol=1e-5)

@@ -65,11 +65,14 @@ def test_matches_the_papers_equations(impl):
   layer = SLSTM(D, num_heads=HEADS, impl=impl)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
-  params = layer.init(jax.random.key(0), x)
+  # Shapes only (the values are drawn below): no initialiser to compile and run.
+  params = jax.eval_shape(layer.init, jax.random.key(0), x)
   params = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 0.7, p.dtype),
                         params)
   p = jax.tree.map(lambda v: np.asarray(v, np.float64), params['params'])
-  np.testing.assert_allclose(layer.apply(params, x), np_slstm(p, np.asarray(x, np.float64)),
+  # One compiled program (eagerly, every operation compiles on its own).
+  got = jax.jit(layer.apply)(params, x)
+  np.testing.assert_allclose(got, np_slstm(p, np.asarray(x, np.float64)),
                              rtol=1e-4, atol=1e-4)
 
 
@@ -164,7 +167,8 @@ def test_nx_ai_torch_state_dict_converts_one_to_one():
   sd = {pre + k: (rng.normal(size=v) * 0.6).astype(np.float32) for k, v in shapes.items()}
   x = rng.normal(size=(B, T, D)).astype(np.float32)
   params = slstm_params_from_torch(sd)
-  got = SLSTM(D, num_heads=HEADS).apply({'params': params}, x)
+  # One compiled program (eagerly, every operation compiles on its own).
+  got = jax.jit(SLSTM(D, num_heads=HEADS).apply)({'params': params}, x)
   want = _np_torch_slstm_layer({k[len(pre):]: v.astype(np.float64) for k, v in sd.items()},
                                x.astype(np.float64))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
