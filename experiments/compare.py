@@ -36,7 +36,7 @@ EXPERIMENTS = {'speed': speed.run, 'memory': memory.run, 'streaming': streaming.
 _SUITE = flags.DEFINE_enum('suite', 'quick', list(SUITES),
                            'Problem sizes and budgets: quick (a preview, 19 min on a 2-core '
                            'CPU), standard (the one to cite: 3 seeds, a learning-'
-                           'rate grid, training to criterion; 80 min on a 2-core CPU), '
+                           'rate grid, training to criterion; 55 min on a 2-core CPU), '
                            'full (the papers\' lengths, 5 seeds; accelerators), smoke '
                            '(seconds; for tests).')
 _FAMILIES = flags.DEFINE_list('families', list(FAMILIES),

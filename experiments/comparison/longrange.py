@@ -114,8 +114,10 @@ SIZES = {
     # workers pinned, 52 min (6,096 worker-seconds, MQAR 43 %) on a CPU then running
     # the timing rows 23-43 % slower; at 4a50f89, with the rate walk (the grid at 3 more
     # cells, one cell trained again) and the workers' malloc settings, 52 min again (5,897
-    # worker-seconds in the kept cells, MQAR 46 %). The calibration above puts the
-    # LSTM's copying break between delays 5 and 20.
+    # worker-seconds in the kept cells, MQAR 46 %); at 175002e (2026-12-02: batches from
+    # columns, initialisers compiled without LLVM's optimisations), 36 min (4,089
+    # worker-seconds). The calibration above puts the LSTM's copying break between
+    # delays 5 and 20.
     'standard': Sizes(
         tasks={'copying': Difficulty('delay', (5, 10, 20), {'num_tokens': 5}, steps=2000),
                'selective_copying': Difficulty('seq_len', (16, 32, 64),

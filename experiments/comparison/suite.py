@@ -3,11 +3,11 @@
 ``quick`` (target 20 minutes on a 2-core CPU; 18 min 55 s measured on 2026-12-02 at
 340c701) is a preview: 2 seeds, one learning rate, short budgets, the standard timing
 grids with fewer points between the same ends; its trained verdicts say "preview" wherever
-a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 1 h
-20 min measured on 2026-12-01 at b08d15f and at 4a50f89, long-range 52 min of it) is the one to cite: 3
-seeds, a 3-point learning-rate grid chosen on validation, training to criterion,
-difficulty sweeps. ``full`` runs the papers' lengths with 5 seeds, for accelerators. ``smoke`` is
-for the tests. Every experiment reads only its own fields, and keeps per-suite sizes of
+a run did not converge. ``standard`` (target 60 minutes on a 2-core CPU; 55 min 26 s
+measured on 2026-12-02 at 175002e, long-range 36 min of it; 1 h 20 min the day before) is
+the one to cite: 3 seeds, a 3-point learning-rate grid chosen on validation, training to
+criterion, difficulty sweeps. ``full`` runs the papers' lengths with 5 seeds, for
+accelerators. ``smoke`` is for the tests. Every experiment reads only its own fields, and keeps per-suite sizes of
 its own (``SIZES[suite.name]``, read through ``Suite.sized``) where it needs more.
 """
 
