@@ -136,14 +136,16 @@ def test_forced_host_devices_give_the_same_losses(baseline, fsdp4, data_dir, tmp
     _assert_same_losses(workdir, baseline, 2e-5, what)
 
 
-def _launch(workdir, data_dir, **env):
-  """The baseline run as a job of 2 processes x 2 devices (FSDP) on this machine."""
+def _launch(workdir, data_dir, fsdp=True, **env):
+  """The baseline run as a job of 2 processes x 2 devices (FSDP unless told otherwise)
+  on this machine."""
   cache = Path(data_dir).parent / 'jit-cache-2x2'  # the rerun compiles nothing
   env = dict(JAX_COMPILATION_CACHE_DIR=str(cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', **env)
   return _run('launch', ['--num_processes=2', '--devices_per_process=2', '--grace=30', '--',
-                         *_flags(data_dir, workdir), *FSDP4], check=False, **env)
+                         *_flags(data_dir, workdir), *(FSDP4 if fsdp else [])],
+              check=False, **env)
 
 
 def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
@@ -193,23 +195,27 @@ def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
 
 
 def test_two_processes_resume_bit_identically_on_the_same_topology(data_dir, tmp_path):
-  """2 processes x 2 devices (FSDP): a run pre-empted after update 5 (SIGTERM to process
-  1) and rerun on the same topology ends with exactly the parameters and the logged
-  numbers of the uninterrupted run: every process restores its own data-iterator state
-  and nothing in a step depends on having resumed."""
+  """2 processes x 2 devices without FSDP (the other test shards): a run pre-empted after
+  update 5 (SIGTERM to process 1) and rerun on the same topology ends with exactly the
+  parameters and the logged numbers of the uninterrupted run, since every process
+  restores its own data-iterator state; and its checkpoint restores on one device."""
   whole, cut = tmp_path / 'whole', tmp_path / 'cut'
   runs = ((whole, {}), (cut, dict(SEQJAX_TEST_TERM_AT_STEP='5', SEQJAX_TEST_FAULT_PROCESS='1')),
           (cut, {}))
   for workdir, env in runs:
-    proc = _launch(workdir, data_dir, **env)
+    proc = _launch(workdir, data_dir, fsdp=False, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'resumed from' in proc.stderr
   assert _records(cut) == _records(whole)
-  step_a, params_a = _params(whole)
+  step_a, params_a = _params(whole)   # restored here, on this process's one device
   step_b, params_b = _params(cut)
   assert step_a == step_b == 12
   for a, b in zip(params_a, params_b):
     np.testing.assert_array_equal(a, b)
+  from experiments import evaluate as evaluate_lib
+  test = [r for r in _records(cut) if r['split'] == 'test'][0]
+  got = evaluate_lib.evaluate(str(cut), str(int(test['checkpoint_step'])), 'test')
+  assert got['loss'] == pytest.approx(test['loss'], rel=1e-5)
 
 
 def test_evaluate_restores_params_only(baseline, tmp_path):
