@@ -124,13 +124,13 @@ class BatchIterator(grain.DatasetIterator):
                        f'batch_size or pass drop_remainder=False')
     self._epoch, self._batch = 0, 0
     self._order = None  # permutation of the current epoch (cached)
+    self._order_epoch = -1
     # A split held as columns (seqjax.data.columns) is batched by indexing them: the
     # same arrays as the per-example path below, without a Python loop over rows.
     self._columns = columns_lib.columns_of(dataset)
     if self._columns is not None and (spec.kind == 'seq2seq' or
                                       self._global_width_needed()):
       self._columns = None
-    self._order_epoch = -1
 
   # ---------------------------------------------------------------------- ordering
 

@@ -23,7 +23,7 @@ outputs do not depend on it and its total derivative is zero (autodiff computes 
 paths through ``m`` and they cancel, up to rounding). A padded step keeps the whole state
 and outputs the kept ``h``: its gradient passes through and its ``dz`` is zero. Tested
 against autodiff of the scan, values and every gradient (``tests/layers/test_slstm.py``);
-speed in BENCHMARKS.md ("sLSTM training step").
+speed in BENCHMARKS.md, section 7.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-NEG_INF = -1e30
+NEG_INF = -1e30  # m_0: step 1 then gives m_1 = i~_1 and a zero forget factor
 
 
 def _step(h, c, n, m, pre_t, recurrent, bias):
