@@ -46,7 +46,7 @@ import numpy as np
 from seqjax.layers.base import State
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense, MultiHeadNorm
-from seqjax.layers.slstm_vjp import NEG_INF, slstm_scan
+from seqjax.layers.slstm_vjp import NEG_INF, slstm_scan, slstm_step
 from seqjax.layers.torch_weights import named_weights
 from seqjax.ops.switch import AUTO, Switch
 
@@ -77,14 +77,9 @@ def slstm_cell(state: dict[str, Array], pre: Array, recurrent: Array, bias: Arra
   """One sLSTM step. ``state``: ``h, c, n, m`` ``[batch, heads, d]``; ``pre``: the input
   part ``W x`` ``[batch, 4, heads, d]``; ``recurrent`` ``[heads, d, 4, d]``; ``bias``
   ``[4, heads, d]``. Returns the new state (module doc, eqs. 8-17)."""
-  raw = pre + jnp.einsum('bhi,higj->bghj', state['h'], recurrent) + bias
-  i_raw, f_raw, z_raw, o_raw = (raw[:, g] for g in range(4))
-  log_f = jax.nn.log_sigmoid(f_raw) + state['m']
-  m = jnp.maximum(log_f, i_raw)
-  i, f = jnp.exp(i_raw - m), jnp.exp(log_f - m)
-  c = f * state['c'] + i * jnp.tanh(z_raw)
-  n = f * state['n'] + i
-  return {'h': jax.nn.sigmoid(o_raw) * c / n, 'c': c, 'n': n, 'm': m}
+  # The fused scan's step (seqjax.layers.slstm_vjp); its backward factors go unused here.
+  new, _ = slstm_step(state['h'], state['c'], state['n'], state['m'], pre, recurrent, bias)
+  return dict(zip('hcnm', new))
 
 
 class SLSTM(nn.Module):

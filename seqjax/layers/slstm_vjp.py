@@ -36,7 +36,7 @@ Array = jax.Array
 NEG_INF = -1e30  # m_0: step 1 then gives m_1 = i~_1 and a zero forget factor
 
 
-def _step(h, c, n, m, pre_t, recurrent, bias):
+def slstm_step(h, c, n, m, pre_t, recurrent, bias):
   """One step on ``[B, heads, d]`` states -> the new ``(h, c, n, m)`` and the factors
   of the backward pass (module doc)."""
   raw = pre_t + jnp.einsum('bhi,higj->bghj', h, recurrent) + bias
@@ -63,7 +63,7 @@ def _forward(pre, real, recurrent, bias, save: bool):
 
   def body(state, inputs):
     pre_t, real_t = inputs
-    new, factors = _step(*state, pre_t, recurrent, bias)
+    new, factors = slstm_step(*state, pre_t, recurrent, bias)
     keep = real_t[:, None, None]
     new = tuple(jnp.where(keep, a, b) for a, b in zip(new, state))
     return new, (new[0], (state[0], factors) if save else None)
