@@ -16,8 +16,9 @@ absolute position before the dot product.
 
 Two options serve Griffin's local multi-query attention (De et al. 2024, sec. 2.3) and any
 Transformer: ``attention_window = W > 0`` lets query ``i`` see only keys ``i - W < j``
-(sliding-window attention, computed block by block in ``seqjax.ops.local_attention`` in
-``O(T W)`` memory), and its KV cache becomes a ring buffer of ``W`` slots (slot
+(sliding-window attention in ``O(T W)`` memory: by the chunked kernel, whose loops visit
+only the blocks that overlap the window, when the ``attention`` site is ``chunked``, else
+block by block with exact weights in ``seqjax.ops.local_attention``), and its KV cache becomes a ring buffer of ``W`` slots (slot
 ``index mod W``), so decoding runs in constant memory for any stream length; keys are
 rotated by their absolute position before they are stored, so the slots' order does not
 matter. ``num_kv_heads`` < ``num_heads`` shares each key/value head among
@@ -61,13 +62,14 @@ class MultiHeadAttention(nn.Module):
     rope_base: RoPE base (10000 in RoFormer).
     attention_chunk: block size of the chunked implementation.
     attention_window: ``W > 0``: sliding-window attention over the last ``W`` positions
-      (module doc), computed by blocks whatever the ``attention`` site says (it is
-      already ``O(T W)``) when ``W < time``, else by the global path (the window then
-      hides nothing); 0 attends globally.
+      (module doc): the chunked kernel with the window when the ``attention`` site is
+      ``chunked``; otherwise, when ``W < time``, ``local_attention``'s exact blocks, and
+      the global path when the window hides nothing; 0 attends globally.
     num_kv_heads: key/value heads (0 = ``num_heads``); divides ``num_heads``.
     impl: implementation switch (``seqjax.ops.switch``), site ``attention``:
-      ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks on CPU
-      and TPU), ``chunked`` (online softmax over blocks, O(time) memory, same numbers) or
+      ``exact`` (materialises the ``[time, time]`` weights; what ``auto`` picks on TPU
+      and on CPU below 1024 tokens), ``chunked`` (online softmax over blocks, O(time)
+      memory, same numbers; ``auto`` on CPU from 1024 tokens) or
       ``cudnn`` (cuDNN's fused kernel, GPU only; ``auto`` picks it on GPU for 16-bit
       compute and head widths that are multiples of 8 up to 128, see
       ``ops.attention.auto_attention``; the padding mask is read as right padding).
@@ -199,7 +201,7 @@ class MultiHeadAttention(nn.Module):
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))
     # A window as long as the sequence hides nothing: the global path (either choice of
     # the attention site) is then the same function, and cheaper than blocks of 2 W keys.
-    if windowed:
+    if windowed and not chunked:
       if return_weights or (self.dropout > 0 and not deterministic):
         raise ValueError(f'attention_window={self.attention_window} computes attention by '
                          'blocks: no return_weights, no attention-weight dropout')
@@ -208,7 +210,8 @@ class MultiHeadAttention(nn.Module):
       return self._merge(out)
     if chunked:
       out = chunked_attention(q, k, v, key_mask=mask, causal=self.causal,
-                              block_q=self.attention_chunk, block_k=self.attention_chunk)
+                              block_q=self.attention_chunk, block_k=self.attention_chunk,
+                              window=self.attention_window)
       return self._merge(out.astype(self.dtype))
     attn_mask = make_attention_mask(mask, causal=self.causal, t_q=time)
     weights = attention_weights(q, k, attn_mask)

@@ -49,7 +49,8 @@ class Family:
   Attributes:
     name: the ``ModelConfig.model`` value.
     layer: the layer class of the family's file; its ``switches`` class attribute lists
-      the implementation switches the family uses.
+      the implementation switches the family uses (with ``also_uses``' layers' for a
+      family that mixes block kinds).
     build: ``(cfg, causal, layer) -> d_model -> d_model`` mixer of residual block number
       ``layer`` (an unbound module), or ``None`` for a model that is not a stack of mixers
       (``lstm_attention``, the encoder-decoder). ``layer`` lets a family alternate block
@@ -80,6 +81,7 @@ class Family:
   bounded_stream: bool = False
   width_step: Callable[[ModelConfig], int] = lambda cfg: 8
   check: Callable[[ModelConfig], None] | None = None
+  also_uses: tuple[type[nn.Module], ...] = ()
 
   @property
   def streams(self) -> bool:
@@ -93,7 +95,8 @@ class Family:
 
   @property
   def switches(self) -> tuple[Switch, ...]:
-    return self.layer.switches
+    return tuple(dict.fromkeys(s for layer in (self.layer, *self.also_uses)
+                               for s in layer.switches))
 
   def runs_causal(self, cfg: ModelConfig) -> bool:
     """Whether ``cfg``'s backbone is causal: always for a language model, else the
@@ -227,11 +230,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            width_step=lambda cfg: 8 if cfg.rglru_width else _heads_step(cfg)),
     # Its local attention is MultiHeadAttention with attention_window, num_kv_heads=1.
     Family('griffin', Hawk, _griffin, causal=(True, False),
-           width_step=lambda cfg: math.lcm(8, 2 * cfg.num_heads)),
+           width_step=lambda cfg: math.lcm(8, 2 * cfg.num_heads),
+           also_uses=(MultiHeadAttention,)),
     # xLSTM (Beck et al. 2024): the inner width 2 * d_model is split into heads.
     Family('mlstm', MLSTM, _mlstm, causal=(True, False), width_step=_heads_step),
     Family('slstm', SLSTM, _slstm, causal=(True, False), width_step=_heads_step),
-    Family('xlstm', MLSTM, _xlstm, causal=(True, False), width_step=_heads_step),
+    Family('xlstm', MLSTM, _xlstm, causal=(True, False), width_step=_heads_step,
+           also_uses=(SLSTM,)),
     # Dao & Gu 2024: state-space duality, heads of 2 * d_model / num_heads channels.
     Family('mamba2', Mamba2, _mamba2, causal=(True, False), width_step=_heads_step),
     # Bahdanau et al. 2015: an LSTM encoder and an attentive LSTM decoder

@@ -39,26 +39,37 @@ ATTENTION_IMPLS = ('exact', 'chunked', 'cudnn')
 CUDNN_DTYPES = ('bfloat16', 'float16')
 
 
+# From this length on, ``auto`` runs chunked attention on CPU: a causal Transformer block's
+# train step then took 0.55-0.72 of the exact path's time (B x d_model = 1 x 256, 8 x 128,
+# 32 x 64; 512-blocks; 2026-12-02), while below it the two were within 0.89-1.18 of each
+# other (BENCHMARKS.md, "Design measurements: auto attention on CPU").
+CPU_CHUNKED_FROM = 1024
+
+
 def _attention_rule(platform: str, time: int | None) -> str:
-  """``auto`` is ``'cudnn'`` (fused attention) on GPU and ``'exact'`` elsewhere; on GPU the
-  layer falls back to ``'exact'`` where cuDNN cannot run (``auto_attention``). Exact stays
-  the choice on CPU and TPU: only it returns the weights (the interpretability
-  experiment reads them) and applies attention-weight dropout. Chunked attention is the
-  opt-in for long sequences: at T=4096 on CPU it took 1/52 of the temporary memory and
-  ran 4.2x faster (BENCHMARKS.md, section 2); no crossover length has been measured, so
-  ``auto`` does not pick it."""
-  del time
-  return 'cudnn' if platform == 'gpu' else 'exact'
+  """``auto``: ``'cudnn'`` (fused attention) on GPU, the chunked kernel on CPU from
+  ``CPU_CHUNKED_FROM`` tokens, ``'exact'`` otherwise (shorter CPU inputs, TPU, and an
+  unknown length). On GPU the layer falls back to ``'exact'`` where cuDNN cannot run, and
+  anywhere to ``'exact'`` where the weights or attention-weight dropout are asked for
+  (``auto_attention``); the sown weights exist on the exact path only, so a caller that
+  reads them (the interpretability experiment) names ``attention:exact``."""
+  if platform == 'gpu':
+    return 'cudnn'
+  if platform == 'cpu' and time is not None and time >= CPU_CHUNKED_FROM:
+    return 'chunked'
+  return 'exact'
 
 
 def auto_attention(platform: str, time: int | None, *, dtype, head_dim: int,
                    needs_weights: bool) -> str:
-  """What ``auto`` runs for one call: ``_attention_rule``, except that cuDNN's fused
-  kernel is used only where it can run and nothing else is asked of it: a 16-bit compute
-  dtype, a head width that is a multiple of 8 up to 128, and neither the weights nor
-  attention-weight dropout wanted (``needs_weights``); ``'exact'`` (XLA) otherwise."""
+  """What ``auto`` runs for one call: ``_attention_rule``, except that ``'exact'`` (XLA)
+  runs wherever the weights or attention-weight dropout are wanted (``needs_weights``),
+  and cuDNN's fused kernel only where it can run: a 16-bit compute dtype and a head width
+  that is a multiple of 8 up to 128."""
   choice = _attention_rule(platform, time)
-  if choice == 'cudnn' and (needs_weights or jnp.dtype(dtype).name not in CUDNN_DTYPES
+  if needs_weights and choice != 'exact':
+    return 'exact'
+  if choice == 'cudnn' and (jnp.dtype(dtype).name not in CUDNN_DTYPES
                             or head_dim % 8 or head_dim > 128):
     return 'exact'
   return choice

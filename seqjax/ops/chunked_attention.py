@@ -16,8 +16,11 @@ schedule (Dao 2023):
   ``dQ += dS K`` (the softmax Jacobian with ``rowsum(P ∘ dP) = rowsum(dO ∘ O)``).
 
 Causal masks skip fully masked blocks without dynamic shapes: the loops over blocks have
-a traced trip count (query block ``i`` visits only key blocks that overlap positions
-``<= i``), so about half the work of a square causal problem is never done. Masks follow
+traced bounds (query block ``i`` visits only key blocks that overlap positions ``<= i``),
+so about half the work of a square causal problem is never done. A sliding window
+(``window = W``: key ``j`` visible to query ``i`` only if ``|i - j| < W``, Griffin's local
+attention, De et al. 2024 sec. 2.3) narrows the same bounds to the blocks that overlap
+the window, so the work is ``O(T W)``. Masks follow
 the exact path: a masked score gets exactly zero weight, and a query with no allowed key
 gets a zero output and zero gradients (no ``NaN``).
 
@@ -40,7 +43,7 @@ Array = jax.Array
 
 def chunked_attention(q: Array, k: Array, v: Array, *, key_mask: Array | None = None,
                       causal: bool = False, offset: int = 0, block_q: int = 512,
-                      block_k: int = 512) -> Array:
+                      block_k: int = 512, window: int = 0) -> Array:
   """Exact masked attention ``softmax(Q Kᵀ / √d_k) V`` computed block by block.
 
   Args:
@@ -54,6 +57,9 @@ def chunked_attention(q: Array, k: Array, v: Array, *, key_mask: Array | None = 
     offset: static absolute position of the first query.
     block_q, block_k: block sizes (clamped to the sequence lengths); memory per step is
       ``batch · heads · block_q · block_k`` floats.
+    window: ``W > 0``: query ``i`` also needs ``offset + i - W < j`` (and
+      ``j < offset + i + W`` when not causal), as ``seqjax.ops.local_attention``; 0 = no
+      window.
 
   Returns:
     ``[batch, heads, t_q, d_v]`` in ``v``'s dtype. Differentiable (custom VJP) in
@@ -65,6 +71,8 @@ def chunked_attention(q: Array, k: Array, v: Array, *, key_mask: Array | None = 
                      f'dim]; got shapes {q.shape}, {k.shape}, {v.shape}')
   if block_q <= 0 or block_k <= 0:
     raise ValueError(f'block_q={block_q} and block_k={block_k} must be positive')
+  if window < 0:
+    raise ValueError(f'window={window} must be >= 0 (0: no window)')
   batch, _, t_q, d_k = q.shape
   t_k = k.shape[2]
   out_dtype = v.dtype
@@ -82,7 +90,7 @@ def chunked_attention(q: Array, k: Array, v: Array, *, key_mask: Array | None = 
     v = jnp.pad(v, ((0, 0), (0, 0), (0, pad_k), (0, 0)))
     valid = jnp.pad(valid, ((0, 0), (0, pad_k)))
   config = _Config(causal=bool(causal), offset=int(offset), bq=bq, bk=bk,
-                   scale=1.0 / math.sqrt(d_k))
+                   scale=1.0 / math.sqrt(d_k), window=int(window))
   out = _attention(config, q, k, v, valid)
   return out[:, :, :t_q].astype(out_dtype)
 
@@ -95,6 +103,7 @@ class _Config(NamedTuple):
   bq: int
   bk: int
   scale: float
+  window: int
 
 
 def _block(a: Array, index: Array, size: int) -> Array:
@@ -106,26 +115,39 @@ def _block(a: Array, index: Array, size: int) -> Array:
 def _block_mask(cfg: _Config, valid_j: Array, i: Array, j: Array) -> Array:
   """Allowed entries of block ``(i, j)``: ``[batch, 1, bq, bk]`` (or ``[batch,1,1,bk]``)."""
   mask = valid_j[:, None, None, :]
-  if cfg.causal:
+  if cfg.causal or cfg.window:
     q_pos = cfg.offset + i * cfg.bq + jnp.arange(cfg.bq, dtype=jnp.int32)
     k_pos = j * cfg.bk + jnp.arange(cfg.bk, dtype=jnp.int32)
-    mask = jnp.logical_and(mask, (k_pos[None, :] <= q_pos[:, None])[None, None])
+    diff = q_pos[:, None] - k_pos[None, :]
+    allowed = jnp.ones_like(diff, bool)
+    if cfg.causal:
+      allowed = diff >= 0
+    if cfg.window:
+      allowed = allowed & (diff < cfg.window) & (diff > -cfg.window)
+    mask = jnp.logical_and(mask, allowed[None, None])
   return mask
 
 
-def _num_key_blocks(cfg: _Config, i: Array, nk: int) -> Array:
-  """Key blocks ``0 .. n-1`` that query block ``i`` can see (all of them if not causal)."""
-  if not cfg.causal:
-    return jnp.asarray(nk, jnp.int32)
-  last_q = cfg.offset + (i + 1) * cfg.bq - 1
-  return jnp.clip(last_q // cfg.bk + 1, 0, nk).astype(jnp.int32)
+def _key_blocks(cfg: _Config, i: Array, nk: int) -> tuple[Array, Array]:
+  """``[lo, hi)``: the key blocks that query block ``i`` can see (all if unmasked)."""
+  first_q = cfg.offset + i * cfg.bq
+  last_q = first_q + cfg.bq - 1
+  hi = last_q + cfg.window - 1 if cfg.window else (nk * cfg.bk - 1)
+  if cfg.causal:
+    hi = jnp.minimum(hi, last_q)
+  lo = (first_q - cfg.window + 1) // cfg.bk if cfg.window else 0
+  return (jnp.clip(lo, 0, nk).astype(jnp.int32),
+          jnp.clip(hi // cfg.bk + 1, 0, nk).astype(jnp.int32))
 
 
-def _first_query_block(cfg: _Config, j: Array) -> Array:
-  """First query block that can see key block ``j`` (0 if not causal)."""
-  if not cfg.causal:
-    return jnp.asarray(0, jnp.int32)
-  return jnp.maximum((j * cfg.bk - cfg.offset) // cfg.bq, 0).astype(jnp.int32)
+def _query_blocks(cfg: _Config, j: Array, nq: int) -> tuple[Array, Array]:
+  """``[lo, hi)``: the query blocks that can see key block ``j`` (all if unmasked)."""
+  first_k = j * cfg.bk
+  last_k = first_k + cfg.bk - 1
+  lo = first_k if cfg.causal else (first_k - cfg.window + 1 if cfg.window else None)
+  lo = 0 if lo is None else (lo - cfg.offset) // cfg.bq
+  hi = ((last_k + cfg.window - 1 - cfg.offset) // cfg.bq + 1) if cfg.window else nq
+  return (jnp.clip(lo, 0, nq).astype(jnp.int32), jnp.clip(hi, 0, nq).astype(jnp.int32))
 
 
 def _scores(cfg: _Config, q_i: Array, k_j: Array) -> Array:
@@ -160,7 +182,7 @@ def _forward(cfg: _Config, q: Array, k: Array, v: Array, valid: Array
     init = (jnp.full((b, h, cfg.bq), -jnp.inf, jnp.float32),
             jnp.zeros((b, h, cfg.bq), jnp.float32),
             jnp.zeros((b, h, cfg.bq, d_v), jnp.float32))
-    m, l, acc = jax.lax.fori_loop(0, _num_key_blocks(cfg, i, nk), key_step, init)
+    m, l, acc = jax.lax.fori_loop(*_key_blocks(cfg, i, nk), key_step, init)
     has_keys = l > 0
     out = acc / jnp.where(has_keys, l, 1.0)[..., None]
     # L is only read where a key is allowed, so 0 on empty rows is a safe placeholder.
@@ -210,7 +232,7 @@ def _attention_bwd(cfg, residuals, d_out):
       return dq, dk_j, dv_j
 
     init = (dq, jnp.zeros_like(k_j), jnp.zeros_like(v_j))
-    dq, dk_j, dv_j = jax.lax.fori_loop(_first_query_block(cfg, j), nq, query_step, init)
+    dq, dk_j, dv_j = jax.lax.fori_loop(*_query_blocks(cfg, j, nq), query_step, init)
     return dq, (dk_j, dv_j)
 
   dq, (dk, dv) = jax.lax.scan(key_block, jnp.zeros_like(q),

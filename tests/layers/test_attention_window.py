@@ -36,9 +36,9 @@ def np_attention(p, x, window, causal, kv_heads, lengths):
   return out @ p['w_o']['kernel'] + p['w_o']['bias']
 
 
-def _setup(window, causal, kv_heads):
+def _setup(window, causal, kv_heads, impl='auto'):
   mha = MultiHeadAttention(D, H, causal=causal, attention_window=window,
-                           num_kv_heads=kv_heads, max_len=4)
+                           num_kv_heads=kv_heads, max_len=4, impl=impl, attention_chunk=4)
   rng = np.random.default_rng(window)
   x = jnp.asarray(rng.normal(size=(B, T, D)), jnp.float32)
   # Shapes only (the values are drawn below): no initialiser to compile and run.
@@ -48,10 +48,13 @@ def _setup(window, causal, kv_heads):
   return mha, params, x
 
 
+@pytest.mark.parametrize('impl', ['attention:exact', 'attention:chunked'])
 @pytest.mark.parametrize('window, causal, kv_heads', [
     (3, True, 1), (4, True, 2), (20, True, 4), (3, False, 1), (1, True, 1)])
-def test_blocked_parallel_form_matches_dense_reference(window, causal, kv_heads):
-  mha, params, x = _setup(window, causal, kv_heads)
+def test_blocked_parallel_form_matches_dense_reference(window, causal, kv_heads, impl):
+  """Both parallel forms: exact blocks (``local_attention``) and the chunked kernel with
+  the window in its loop bounds (blocks of 4 positions)."""
+  mha, params, x = _setup(window, causal, kv_heads, impl)
   mask = jnp.asarray(np.arange(T)[None] < LENGTHS[:, None])
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params['params'])
   want = np_attention(p, np.asarray(x, np.float64), window, causal, kv_heads, LENGTHS)

@@ -156,15 +156,20 @@ def test_causal_masked_sdpa_equals_prefix_attention():
 
 
 def test_auto_attention_rule_per_platform_dtype_and_shape():
-  from seqjax.ops.attention import auto_attention
-  rule = lambda platform, dtype='bfloat16', head_dim=64, needs_weights=False: \
-      auto_attention(platform, 128, dtype=jnp.dtype(dtype), head_dim=head_dim,
+  from seqjax.ops.attention import CPU_CHUNKED_FROM, auto_attention
+  rule = lambda platform, dtype='bfloat16', head_dim=64, needs_weights=False, time=128: \
+      auto_attention(platform, time, dtype=jnp.dtype(dtype), head_dim=head_dim,
                      needs_weights=needs_weights)
   assert rule('gpu') == rule('gpu', 'float16', 128) == 'cudnn'
   assert rule('gpu', 'float32') == 'exact'           # cuDNN's fused kernel is 16-bit
   assert rule('gpu', head_dim=12) == rule('gpu', head_dim=256) == 'exact'
   assert rule('gpu', needs_weights=True) == 'exact'  # weights / weight dropout asked for
   assert rule('cpu') == rule('tpu') == 'exact'
+  # CPU: the chunked kernel from CPU_CHUNKED_FROM tokens on, unless weights are wanted.
+  long = CPU_CHUNKED_FROM
+  assert rule('cpu', 'float32', time=long) == rule('cpu', time=4 * long) == 'chunked'
+  assert rule('cpu', time=long - 1) == rule('cpu', time=None) == 'exact'
+  assert rule('cpu', time=long, needs_weights=True) == rule('tpu', time=long) == 'exact'
 
 
 @pytest.mark.parametrize('causal', [True, False])

@@ -53,12 +53,15 @@ def np_attention_and_grads(q, k, v, d_out, allowed):
   return out, dq, dk, dv
 
 
-def np_allowed(b, t_q, t_k, key_mask, causal, offset=0):
+def np_allowed(b, t_q, t_k, key_mask, causal, offset=0, window=0):
   allowed = np.ones((b, 1, t_q, t_k), bool)
   if key_mask is not None:
     allowed &= np.asarray(key_mask, bool)[:, None, None, :]
+  diff = offset + np.arange(t_q)[:, None] - np.arange(t_k)[None, :]
   if causal:
-    allowed &= (np.arange(t_k)[None, :] <= offset + np.arange(t_q)[:, None])
+    allowed &= diff >= 0
+  if window:
+    allowed &= np.abs(diff) < window
   return allowed
 
 
@@ -67,7 +70,8 @@ def random_qkv(b, h, t_q, t_k, d):
   return f(b, h, t_q, d), f(b, h, t_k, d), f(b, h, t_k, d), f(b, h, t_q, d)
 
 
-@functools.partial(jax.jit, static_argnames=('causal', 'offset', 'block_q', 'block_k'))
+@functools.partial(jax.jit, static_argnames=('causal', 'offset', 'block_q', 'block_k',
+                                             'window'))
 def chunked_vjp(q, k, v, d_out, **kw):
   out, pullback = jax.vjp(lambda q, k, v: chunked_attention(q, k, v, **kw), q, k, v)
   return (out, *pullback(d_out))
@@ -94,6 +98,30 @@ def test_matches_numpy_reference(causal, key_mask, t_q, t_k, offset, block_q, bl
                     block_q=block_q, block_k=block_k)
   want = np_attention_and_grads(q, k, v, d_out,
                                 np_allowed(b, t_q, t_k, key_mask, causal, offset))
+  for name, g, w in zip(('out', 'dq', 'dk', 'dv'), got, want):
+    assert np.all(np.isfinite(g)), name
+    np.testing.assert_allclose(g, w, atol=TOL, rtol=TOL, err_msg=name)
+
+
+@pytest.mark.parametrize('causal, key_mask, t_q, t_k, offset, block_q, block_k, window', [
+    (True, None, 13, 13, 0, 4, 4, 3),        # Griffin's local attention, window < block
+    (True, KEY_MASK, 13, 13, 0, 4, 3, 5),    # window > block, padding, an empty sequence
+    (True, None, 13, 13, 0, 2, 2, 1),        # each query sees itself only
+    (False, KEY_MASK, 13, 13, 0, 4, 4, 3),   # bidirectional window: |i - j| < W
+    (False, None, 13, 13, 0, 2, 5, 6),       # unequal blocks
+    (True, None, 5, 13, 8, 2, 4, 4),         # queries at 8..12 over a cache
+])
+def test_sliding_window_matches_numpy_reference(causal, key_mask, t_q, t_k, offset, block_q,
+                                                block_k, window):
+  """Only the blocks that overlap the window are visited (the loop bounds): a bound one
+  block too narrow drops allowed keys, and the reference tells."""
+  b, h, d = 3, 2, 8
+  q, k, v, d_out = random_qkv(b, h, t_q, t_k, d)
+  km = None if key_mask is None else jnp.asarray(key_mask)
+  got = chunked_vjp(q, k, v, d_out, key_mask=km, causal=causal, offset=offset,
+                    block_q=block_q, block_k=block_k, window=window)
+  want = np_attention_and_grads(q, k, v, d_out,
+                                np_allowed(b, t_q, t_k, key_mask, causal, offset, window))
   for name, g, w in zip(('out', 'dq', 'dk', 'dv'), got, want):
     assert np.all(np.isfinite(g)), name
     np.testing.assert_allclose(g, w, atol=TOL, rtol=TOL, err_msg=name)

@@ -148,6 +148,18 @@ def _launch(workdir, data_dir, fsdp=True, **env):
               check=False, **env)
 
 
+def _one_device_until_term(data_dir, workdir, monkeypatch, step=10):
+  """Resumes ``workdir`` here (1 process x 1 device, no FSDP) until a SIGTERM after
+  update ``step``, which saves that step."""
+  from seqjax.training import loop
+  from seqjax.training.preemption import PREEMPTION
+  monkeypatch.setenv('SEQJAX_TEST_TERM_AT_STEP', str(step))
+  monkeypatch.setattr(PREEMPTION, 'requested', False)  # reset after the SIGTERM below
+  got = loop.train(_config(data_dir), str(workdir))
+  assert got['preempted'] == got['saved'] == step
+  monkeypatch.delenv('SEQJAX_TEST_TERM_AT_STEP')  # launches after this run to the end
+
+
 def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
     fsdp4, tmp_path, monkeypatch):
   """One run over three topologies. 2 processes x 2 devices (FSDP) start on a fresh
@@ -158,8 +170,6 @@ def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
   2 x 2 again. Every logged loss equals the 1-process x 4-device run's (the global batch
   does not depend on the topology): to 1e-5 on 2 x 2, to 2e-5 once 1 x 1 took part (as
   for 1 vs 8 devices above). The final checkpoint evaluates on a single device."""
-  from seqjax.training import loop
-  from seqjax.training.preemption import PREEMPTION
   data_dir, workdir = tmp_path / 'fresh-data', tmp_path / 'run'
   first = _launch(workdir, data_dir, SEQJAX_TEST_TERM_AT_STEP='5',
                   SEQJAX_TEST_FAULT_PROCESS='1')
@@ -177,10 +187,7 @@ def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
   assert not list(data_dir.rglob('incomplete.*'))
   _assert_same_losses(workdir, fsdp4, 1e-5, '2 processes x 2 devices', so_far=True)
 
-  monkeypatch.setenv('SEQJAX_TEST_TERM_AT_STEP', '10')
-  monkeypatch.setattr(PREEMPTION, 'requested', False)  # reset after the SIGTERM below
-  got = loop.train(_config(data_dir), str(workdir))  # 1 device, no FSDP
-  assert got['preempted'] == got['saved'] == 10
+  _one_device_until_term(data_dir, workdir, monkeypatch)
 
   second = _launch(workdir, data_dir)
   assert second.returncode == 0, second.stderr[-3000:]
@@ -194,18 +201,30 @@ def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
     assert got[key] == pytest.approx(test[key], rel=1e-5), key
 
 
-def test_two_processes_resume_bit_identically_on_the_same_topology(data_dir, tmp_path):
+def test_two_processes_resume_bit_identically_on_the_same_topology(
+    data_dir, tmp_path, monkeypatch):
   """2 processes x 2 devices without FSDP (the other test shards): a run pre-empted after
   update 5 (SIGTERM to process 1) and rerun on the same topology ends with exactly the
   parameters and the logged numbers of the uninterrupted run, since every process
-  restores its own data-iterator state; and its checkpoint restores on one device."""
-  whole, cut = tmp_path / 'whole', tmp_path / 'cut'
+  restores its own data-iterator state; and its checkpoint restores on one device.
+  A copy of the pre-empted run goes on for a while on 1 process x 1 device (here), and
+  that single-device checkpoint resumes on 2 x 2 without FSDP: the same losses as the
+  uninterrupted 2 x 2 run, to 2e-5."""
+  whole, cut, mixed = tmp_path / 'whole', tmp_path / 'cut', tmp_path / 'mixed'
   runs = ((whole, {}), (cut, dict(SEQJAX_TEST_TERM_AT_STEP='5', SEQJAX_TEST_FAULT_PROCESS='1')),
-          (cut, {}))
+          (mixed, None), (cut, {}))
   for workdir, env in runs:
+    if env is None:  # the pre-empted run, copied, then 1 x 1 until a SIGTERM after update 10
+      shutil.copytree(cut, mixed)
+      _one_device_until_term(data_dir, mixed, monkeypatch)
+      continue
     proc = _launch(workdir, data_dir, fsdp=False, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'resumed from' in proc.stderr
+  proc = _launch(mixed, data_dir, fsdp=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f'resumed from {mixed / "checkpoints"} step 10' in proc.stderr
+  _assert_same_losses(mixed, whole, 2e-5, '2 x 2, then 1 x 1, then 2 x 2 (no FSDP)')
   assert _records(cut) == _records(whole)
   step_a, params_a = _params(whole)   # restored here, on this process's one device
   step_b, params_b = _params(cut)
