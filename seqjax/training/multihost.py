@@ -9,7 +9,10 @@ number of processes and its own id, by ``--config.coordinator_address`` /
 ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` (a config field
 wins over its variable). Heartbeat and shutdown timeouts are the config's
 (``distributed_heartbeat_timeout``, ``distributed_shutdown_timeout``) instead of JAX's
-100 s / 300 s, so a dead peer is noticed in well under a minute.
+100 s / 300 s, so a dead peer is noticed in well under a minute; before that, seqjax's
+liveness thread (``_Liveness``) names a stopped process within ``_QUIET_S`` = 10 s and
+stops this one with one line (keep ``distributed_heartbeat_timeout`` above 10 s, or JAX's
+abort with a stack dump comes first).
 
 Agreement goes through the coordinator's key-value store (plain strings, no device
 collective, so it also works before a mesh exists and never compiles anything):
@@ -26,8 +29,11 @@ collective, so it also works before a mesh exists and never compiles anything):
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -40,6 +46,14 @@ from seqjax.training.preemption import PREEMPTION
 ENV = {'coordinator_address': 'JAX_COORDINATOR_ADDRESS',
        'num_processes': 'JAX_NUM_PROCESSES', 'process_id': 'JAX_PROCESS_ID'}
 _POLL_MS = 500  # how often a waiting process looks for SIGTERM (see lead_first)
+# Liveness (see _Liveness): each process bumps its counter this often and reads everyone's;
+# a counter that has not moved for _QUIET_S names its process as stopped. _QUIET_S stays
+# under the coordination service's heartbeat timeout (20 s here), after which JAX itself
+# aborts the survivors with a fatal log and a stack dump: seqjax's one line comes first.
+_BEAT_S = 1.0
+_QUIET_S = 10.0
+_ALIVE = 'seqjax/alive/'
+_DONE = 'done'
 
 _STATE: dict[str, Any] = {'initialized': False, 'counter': 0}
 
@@ -120,6 +134,75 @@ def initialize(config) -> None:
   _STATE['initialized'] = True
   if jax.process_count() > 1:
     PREEMPTION.use_sync(multihost_utils.reached_preemption_sync_point)
+    _STATE['liveness'] = _Liveness(_client(), jax.process_index(), jax.process_count())
+
+
+class _Liveness:
+  """Notices a process of the job that stopped, and stops this one with one line naming
+  it, before JAX's heartbeat timeout aborts it with a stack dump.
+
+  A daemon thread bumps ``seqjax/alive/<this process>`` in the coordinator's key-value
+  store every ``_BEAT_S`` and reads every process's counter (one directory read). A
+  counter that has not moved for ``_QUIET_S`` means its process is gone (killed, or its
+  host lost): the thread prints ``error: process i of n stopped ...`` and exits this
+  process with code 3. That also ends a process that would otherwise wait forever, e.g.
+  in a collective whose connections the dead process never opened. A process that ends
+  normally marks its counter done at exit, so the others do not report it. (Process 0
+  hosts the coordinator: when it dies, JAX aborts the others at once, before this can
+  speak; README, "Run on a cluster".) Cost: per process one write and one read of ``n``
+  short keys per second at the coordinator.
+  """
+
+  def __init__(self, client, index: int, count: int):
+    self.client, self.index, self.count = client, index, count
+    self.stop = threading.Event()
+    self.reporting = threading.Lock()  # held by whoever reports a stopped process
+    start = time.monotonic()
+    self.seen: dict[int, tuple[str | None, float]] = {i: (None, start) for i in range(count)}
+    self.thread = threading.Thread(target=self._run, name='seqjax-liveness', daemon=True)
+    self.thread.start()
+    atexit.register(self.close)  # runs before JAX's shutdown (registered at import)
+
+  def _run(self) -> None:
+    beats = 0
+    while not self.stop.wait(_BEAT_S):
+      try:
+        self.client.key_value_set(f'{_ALIVE}{self.index}', str(beats), allow_overwrite=True)
+        beats += 1
+        now = time.monotonic()
+        for key, value in self.client.key_value_dir_get(_ALIVE):
+          i = int(key.rsplit('/', 1)[1])
+          if self.seen[i][0] != value:
+            self.seen[i] = (value, now)
+      except Exception:  # pylint: disable=broad-except
+        continue  # the coordinator is gone or shutting down; JAX reports that itself
+      gone = self.stopped()
+      if gone and self.reporting.acquire(blocking=False):
+        print(f'error: {_gone_line(gone, self.count)}', file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)  # pylint: disable=protected-access
+
+  def stopped(self) -> list[int]:
+    """The other processes whose counter has not moved for ``_QUIET_S``."""
+    now = time.monotonic()
+    return [i for i, (value, changed) in self.seen.items()
+            if i != self.index and value != _DONE and now - changed > _QUIET_S]
+
+  def close(self) -> None:
+    self.stop.set()
+    self.thread.join(timeout=2 * _BEAT_S)
+    try:
+      self.client.key_value_set(f'{_ALIVE}{self.index}', _DONE, allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+
+def _gone_line(gone: list[int], count: int, reason: str = '') -> str:
+  who = (f'process{"es" if len(gone) > 1 else ""} {", ".join(map(str, gone))} of {count}'
+         if gone else f'another of the {count} processes')
+  why = f' ({reason})' if reason else ''
+  return (f'{who} stopped, so this one stops too{why}; see that process\'s own error, '
+          'then rerun the job to resume from the newest checkpoint')
 
 
 # How a collective or the coordinator reports a process that went away (gloo's TCP pairs,
@@ -135,19 +218,21 @@ def is_peer_loss(err: BaseException) -> bool:
 
 
 def peer_failure(err: BaseException) -> PeerFailure:
-  """The one-line error for a lost peer, naming it when the coordinator knows which."""
-  n = jax.process_count()
-  try:
-    live = _client().get_live_nodes(list(range(n)))
-    gone = [i for i in range(n) if i not in live]
-  except Exception:  # pylint: disable=broad-except
-    gone = []
-  who = (f'process{"es" if len(gone) > 1 else ""} {", ".join(map(str, gone))} of {n}'
-         if gone else f'another of the {n} processes')
+  """The one-line error for a lost peer, naming it once the liveness thread sees which
+  counter stopped (up to ``_QUIET_S``). Not by ``get_live_nodes``: that call waits for
+  every live process, i.e. until the dead one's heartbeat timeout, when JAX aborts this
+  process with a stack dump instead."""
   first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-  return PeerFailure(f'{who} stopped, so this one stops too ({first[:160]}); see that '
-                     "process's own error, then rerun the job to resume from the newest "
-                     'checkpoint', 3)
+  liveness = _STATE.get('liveness')
+  gone: list[int] = []
+  if liveness is not None:
+    if not liveness.reporting.acquire(blocking=False):
+      time.sleep(3600)  # the liveness thread is already reporting; it exits the process
+    deadline = time.monotonic() + _QUIET_S + 2 * _BEAT_S
+    while not gone and time.monotonic() < deadline:
+      time.sleep(_BEAT_S / 2)
+      gone = liveness.stopped()
+  return PeerFailure(_gone_line(gone, jax.process_count(), first[:160]), 3)
 
 
 def _client():
