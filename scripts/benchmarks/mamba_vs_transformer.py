@@ -46,7 +46,8 @@ def _blocks() -> dict[str, ResidualBlock]:
       'transformer_chunked': MultiHeadAttention(D_MODEL, HEADS, causal=True,
                                                 impl='attention:chunked',
                                                 attention_chunk=512),
-      'transformer_exact': MultiHeadAttention(D_MODEL, HEADS, causal=True),
+      'transformer_exact': MultiHeadAttention(D_MODEL, HEADS, causal=True,
+                                              impl='attention:exact'),
   }
   return {name: ResidualBlock(mixer, D_MODEL, 4 * D_MODEL) for name, mixer in mixers.items()}
 
