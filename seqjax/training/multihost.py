@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -113,6 +114,7 @@ def initialize(config) -> None:
   if not config.get('multihost', False) or _STATE['initialized']:
     return
   settings = cluster_settings(config)
+  _filter_stderr()
   try:
     jax.distributed.initialize(
         **settings,
@@ -137,6 +139,21 @@ def initialize(config) -> None:
     _STATE['liveness'] = _Liveness(_client(), jax.process_index(), jax.process_count())
 
 
+def _filter_stderr() -> None:
+  """Routes this process's stderr (fd 2: Python's and the C++ libraries' output) through
+  ``fatal_filter.py``, which turns JAX's abort on a lost coordinator into one line. Off
+  with ``SEQJAX_RAW_STDERR=1``."""
+  if os.environ.get('SEQJAX_RAW_STDERR', '') not in ('', '0'):
+    return
+  sys.stderr.flush()
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fatal_filter.py')
+  # Inherits the real stderr as its own fd 2; the pipe's write end becomes ours.
+  copier = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE)
+  os.dup2(copier.stdin.fileno(), 2)
+  copier.stdin.close()  # fd 2 now holds the only write end: EOF when this process ends
+  _STATE['stderr_copier'] = copier
+
+
 class _Liveness:
   """Notices a process of the job that stopped, and stops this one with one line naming
   it, before JAX's heartbeat timeout aborts it with a stack dump.
@@ -149,8 +166,8 @@ class _Liveness:
   in a collective whose connections the dead process never opened. A process that ends
   normally marks its counter done at exit, so the others do not report it. (Process 0
   hosts the coordinator: when it dies, JAX aborts the others at once, before this can
-  speak; README, "Run on a cluster".) Cost: per process one write and one read of ``n``
-  short keys per second at the coordinator.
+  speak, and ``fatal_filter.py`` turns that abort into the one line.) Cost: per process
+  one write and one read of ``n`` short keys per second at the coordinator.
   """
 
   def __init__(self, client, index: int, count: int):

@@ -237,22 +237,32 @@ def test_two_processes_resume_bit_identically_on_the_same_topology(
   test = [r for r in _records(cut) if r['split'] == 'test'][0]
   got = evaluate_lib.evaluate(str(cut), str(int(test['checkpoint_step'])), 'test')
   assert got['loss'] == pytest.approx(test['loss'], rel=1e-5)
+  # generate, too, runs on one CPU from the 2-process checkpoint.
+  proc = _run('generate.py', [f'--workdir={cut}', '--prompt=d1 d2', '--num_steps=5'])
+  words = json.loads(proc.stdout.strip().splitlines()[-1])['samples'][0].split()
+  assert words[:2] == ['d1', 'd2'] and len(words) == 7
 
 
-def test_a_dead_process_stops_the_other_with_one_line_naming_it(data_dir, tmp_path):
-  """Process 1 is SIGKILLed after update 5 (a crashed host). Process 0 stops by itself
-  within the issue's 60 s (the launcher would kill it after that and say so), with one
-  error line naming process 1: no fatal log, no stack dump (the coordination service runs
-  with recoverability on, so it does not abort the survivors; seqjax's own error says
-  who stopped). Process 0 is the coordinator here, so its death is not this test's: JAX
-  then aborts the others itself (README, "Run on a cluster")."""
+@pytest.mark.parametrize('dead, survivor, named', [
+    (1, 0, 'process 1 of 2 stopped'),
+    (0, 1, 'process 0 (the coordinator'),
+])
+def test_a_dead_process_stops_the_other_with_one_line_naming_it(dead, survivor, named,
+                                                                 data_dir, tmp_path):
+  """One process is SIGKILLed after update 5 (a crashed host). The other stops by itself
+  within the issue's 60 s (the launcher would kill it after that and say so) with one
+  error line naming the dead one, and no fatal log or stack dump: for process 1, by
+  seqjax's liveness counters before JAX's heartbeat timeout; for process 0, whose death
+  takes the coordination service with it and makes JAX abort the other at once, by the
+  stderr filter that turns that abort into the one line."""
   proc = _launch(tmp_path / 'run', data_dir, fsdp=False, grace=60,
-                 SEQJAX_TEST_KILL_AT_STEP='5', SEQJAX_TEST_FAULT_PROCESS='1')
+                 SEQJAX_TEST_KILL_AT_STEP='5', SEQJAX_TEST_FAULT_PROCESS=str(dead))
   assert proc.returncode != 0
-  said = [l for l in proc.stderr.splitlines() if l.startswith('[0] error:')]
-  assert len(said) == 1 and 'process 1 of 2 stopped' in said[0], proc.stderr[-3000:]
-  assert 'error: process 1 of 2 killed by signal 9' in proc.stderr
-  for dump in ('did not stop within', 'Check failure', 'Fatal Python error', 'Traceback'):
+  said = [l for l in proc.stderr.splitlines() if l.startswith(f'[{survivor}] error:')]
+  assert len(said) == 1 and named in said[0], proc.stderr[-3000:]
+  assert f'error: process {dead} of 2 killed by signal 9' in proc.stderr
+  for dump in ('did not stop within', 'Check failure', 'Fatal Python error', 'Traceback',
+               'Terminating process'):
     assert dump not in proc.stderr, (dump, proc.stderr[-3000:])
 
 
