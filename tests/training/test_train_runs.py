@@ -206,15 +206,16 @@ def test_two_processes_prepare_fresh_data_stop_together_and_match_one_process(
 def test_two_processes_resume_bit_identically_on_the_same_topology(
     data_dir, tmp_path, monkeypatch):
   """2 processes x 2 devices without FSDP (the other test shards): a run pre-empted after
-  update 5 (SIGTERM to process 1) and rerun on the same topology ends with exactly the
-  parameters and the logged numbers of the uninterrupted run, since every process
-  restores its own data-iterator state; and its checkpoint restores on one device.
-  A copy of the pre-empted run goes on for a while on 1 process x 1 device (here), and
-  that single-device checkpoint resumes on 2 x 2 without FSDP: the same losses as the
-  uninterrupted 2 x 2 run, to 2e-5."""
+  update 5 (SIGTERM to both processes: one checkpoint, the same step in both) and rerun
+  on the same topology ends with exactly the parameters and the logged numbers of the
+  uninterrupted run, since every process restores its own data-iterator state; its
+  checkpoint restores on one device for evaluate and generate. A copy of the pre-empted
+  run goes on for a while on 1 process x 1 device (here), and that single-device
+  checkpoint resumes on 2 x 2 without FSDP: the same losses as the uninterrupted 2 x 2
+  run, to 2e-5."""
   whole, cut, mixed = tmp_path / 'whole', tmp_path / 'cut', tmp_path / 'mixed'
-  runs = ((whole, {}), (cut, dict(SEQJAX_TEST_TERM_AT_STEP='5', SEQJAX_TEST_FAULT_PROCESS='1')),
-          (mixed, None), (cut, {}))
+  # SIGTERM to every process this time (the test above signals one of them).
+  runs = ((whole, {}), (cut, dict(SEQJAX_TEST_TERM_AT_STEP='5')), (mixed, None), (cut, {}))
   for workdir, env in runs:
     if env is None:  # the pre-empted run, copied, then 1 x 1 until a SIGTERM after update 10
       shutil.copytree(cut, mixed)
@@ -222,6 +223,8 @@ def test_two_processes_resume_bit_identically_on_the_same_topology(
       continue
     proc = _launch(workdir, data_dir, fsdp=False, **env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [l[4:] for l in proc.stdout.splitlines() if 'pre-empted: saved step' in l]
+    assert len(said) == (2 if env else 0) and len(set(said)) <= 1, proc.stdout[-2000:]
   assert 'resumed from' in proc.stderr
   proc = _launch(mixed, data_dir, fsdp=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
