@@ -15,8 +15,9 @@ from experiments.comparison.suite import REVIVAL, Suite, model_config
 # (associative) scan, and S4D's default FFT convolution with its SSM kernel. Mamba's
 # sequential form is its default fused scan (chunks of steps with a custom VJP); its
 # parallel form goes through the materialised [batch, time, 2d, state] decays.
-# The Transformer runs with both attentions: exact [T, T] weights (the default) and the
-# memory-efficient chunked (online-softmax) one, which is the faster at long lengths.
+# The Transformer runs with both attentions, named: exact [T, T] weights and the
+# memory-efficient chunked (online-softmax) one, which is the faster at long lengths
+# (``auto`` picks exact on CPU below 1,024 tokens and chunked from there).
 TRANSFORMER_ATTENTIONS = {'exact': {'impl': 'attention:exact'},
                           'chunked': {'impl': 'attention:chunked'}}
 # Hawk's RG-LRU is a diagonal linear recurrence too, run by the same scans.
@@ -120,8 +121,10 @@ def _summary(records, suite) -> str:
           'sequential scan is its default fused, chunked scan; its associative scan runs on '
           'the materialised `[batch, time, 2d, state]` decays. S4D\'s default is the FFT '
           'convolution with its SSM kernel (it has no input-dependent dynamics). The '
-          'Transformer runs with exact attention (`[T, T]` weights, the default) and with '
-          'memory-efficient chunked attention (online softmax over blocks).\n\n' +
+          'Transformer runs with exact attention (`[T, T]` weights) and with '
+          'memory-efficient chunked attention (online softmax over blocks); `auto` picks '
+          'exact on CPU below 1,024 tokens and chunked from there. Other families with '
+          'attention (Griffin\'s local attention) run `auto`.\n\n' +
           markdown_table(rows, cols, {c: '.1f' for c in cols[1:]}))
 
 

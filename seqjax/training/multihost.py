@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -141,10 +142,12 @@ def initialize(config) -> None:
 
 def _filter_stderr() -> None:
   """Routes this process's stderr (fd 2: Python's and the C++ libraries' output) through
-  ``fatal_filter.py``, which turns JAX's abort on a lost coordinator into one line. Off
-  with ``SEQJAX_RAW_STDERR=1``."""
+  ``fatal_filter.py``, which turns JAX's abort on a lost coordinator into one line, and
+  turns off core files, which that abort would otherwise leave on every surviving host
+  where the limit allows them. Both off with ``SEQJAX_RAW_STDERR=1``."""
   if os.environ.get('SEQJAX_RAW_STDERR', '') not in ('', '0'):
     return
+  resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
   sys.stderr.flush()
   script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fatal_filter.py')
   # Inherits the real stderr as its own fd 2; the pipe's write end becomes ours.
