@@ -191,8 +191,9 @@ class _Liveness:
         beats += 1
         now = time.monotonic()
         for key, value in self.client.key_value_dir_get(_ALIVE):
-          i = int(key.rsplit('/', 1)[1])
-          if self.seen[i][0] != value:
+          i = key.rsplit('/', 1)[1]
+          i = int(i) if i.isdigit() else -1
+          if i in self.seen and self.seen[i][0] != value:
             self.seen[i] = (value, now)
       except Exception:  # pylint: disable=broad-except
         continue  # the coordinator is gone or shutting down; JAX reports that itself
