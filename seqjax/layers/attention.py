@@ -18,7 +18,8 @@ Two options serve Griffin's local multi-query attention (De et al. 2024, sec. 2.
 Transformer: ``attention_window = W > 0`` lets query ``i`` see only keys ``i - W < j``
 (sliding-window attention in ``O(T W)`` memory: by the chunked kernel, whose loops visit
 only the blocks that overlap the window, when the ``attention`` site is ``chunked``, else
-block by block with exact weights in ``seqjax.ops.local_attention``), and its KV cache becomes a ring buffer of ``W`` slots (slot
+block by block with exact weights in ``seqjax.ops.local_attention``), and its KV cache
+becomes a ring buffer of ``W`` slots (slot
 ``index mod W``), so decoding runs in constant memory for any stream length; keys are
 rotated by their absolute position before they are stored, so the slots' order does not
 matter. ``num_kv_heads`` < ``num_heads`` shares each key/value head among

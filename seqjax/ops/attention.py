@@ -41,7 +41,7 @@ CUDNN_DTYPES = ('bfloat16', 'float16')
 
 # From this length on, ``auto`` runs chunked attention on CPU: a causal Transformer block's
 # train step then took 0.55-0.72 of the exact path's time (B x d_model = 1 x 256, 8 x 128,
-# 32 x 64; 512-blocks; 2026-12-02), while below it the two were within 0.89-1.18 of each
+# 32 x 64; 512-blocks; 2026-12-02), while below it the two were within 0.89-1.24 of each
 # other (BENCHMARKS.md, "Design measurements: auto attention on CPU").
 CPU_CHUNKED_FROM = 1024
 

@@ -144,8 +144,12 @@ def _query_blocks(cfg: _Config, j: Array, nq: int) -> tuple[Array, Array]:
   """``[lo, hi)``: the query blocks that can see key block ``j`` (all if unmasked)."""
   first_k = j * cfg.bk
   last_k = first_k + cfg.bk - 1
-  lo = first_k if cfg.causal else (first_k - cfg.window + 1 if cfg.window else None)
-  lo = 0 if lo is None else (lo - cfg.offset) // cfg.bq
+  if cfg.causal:
+    lo = (first_k - cfg.offset) // cfg.bq
+  elif cfg.window:
+    lo = (first_k - cfg.window + 1 - cfg.offset) // cfg.bq
+  else:
+    lo = 0
   hi = ((last_k + cfg.window - 1 - cfg.offset) // cfg.bq + 1) if cfg.window else nq
   return (jnp.clip(lo, 0, nq).astype(jnp.int32), jnp.clip(hi, 0, nq).astype(jnp.int32))
 

@@ -15,6 +15,7 @@ only what it prints changes. Set ``SEQJAX_RAW_STDERR=1`` to see the raw output i
 
 Run as a file (``python fatal_filter.py``), not as a module: it imports nothing from
 seqjax, so it starts in milliseconds and cannot fail on the package's imports.
+(``multihost`` imports it for ``RESUME``, the advice both one-line errors end with.)
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import jax
 from jax.experimental import multihost_utils
 
+from seqjax.training import fatal_filter
 from seqjax.training.errors import EnvironmentFailure, UserError
 from seqjax.training.preemption import PREEMPTION
 
@@ -154,7 +155,7 @@ def _filter_stderr() -> None:
   copier = subprocess.Popen([sys.executable, script], stdin=subprocess.PIPE)
   os.dup2(copier.stdin.fileno(), 2)
   copier.stdin.close()  # fd 2 now holds the only write end: EOF when this process ends
-  _STATE['stderr_copier'] = copier
+  _STATE['stderr_copier'] = copier  # kept referenced: no "still running" warning at exit
 
 
 class _Liveness:
@@ -222,8 +223,7 @@ def _gone_line(gone: list[int], count: int, reason: str = '') -> str:
   who = (f'process{"es" if len(gone) > 1 else ""} {", ".join(map(str, gone))} of {count}'
          if gone else f'another of the {count} processes')
   why = f' ({reason})' if reason else ''
-  return (f'{who} stopped, so this one stops too{why}; see that process\'s own error, '
-          'then rerun the job to resume from the newest checkpoint')
+  return f'{who} stopped, so this one stops too{why}; {fatal_filter.RESUME}'
 
 
 # How a collective or the coordinator reports a process that went away (gloo's TCP pairs,
