@@ -26,7 +26,8 @@ from seqjax.models.registry import build_model
 VARIANTS = {
     'lstm': {'model': 'lstm'},
     'gru': {'model': 'gru'},
-    'transformer': {'model': 'transformer'},
+    # Named: ``auto`` would compile exact attention at 256 tokens and chunked at 4096 on CPU.
+    'transformer': {'model': 'transformer', 'impl': 'attention:exact'},
     'transformer_chunked': {'model': 'transformer', 'impl': 'attention:chunked'},
     's4d': {'model': 's4d'},
     'mamba': {'model': 'mamba'},
