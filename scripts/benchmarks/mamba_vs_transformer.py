@@ -15,7 +15,9 @@ pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison back
 One step = forward + gradients w.r.t. params and input of ``sum(block(x) * w)``, batch 1,
 float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). At each T the
 variants are timed round-robin in one process (``seqjax.utils.timing.time_interleaved``),
-so their ratios hold on a loaded machine. Reported: median ms, tokens/s, temp memory, and a
+so their ratios hold on a loaded machine, each timed call right after an untimed call of
+the same variant (``settle=1``: the materialised Mamba block's large arrays would
+otherwise evict the next variant's working set and slow it down). Reported: median ms, tokens/s, temp memory, and a
 summary record with each T's fused/materialised Mamba time ratio and the crossover lengths:
 the smallest measured T from which a Mamba variant stays faster than each Transformer
 variant.
@@ -86,8 +88,8 @@ def run(quick: bool = False) -> list[dict]:
         continue  # O(T²): ~1 GiB of weights per layer at 8K; quick mode skips it.
       compiled, stats[name] = compile_with_stats(step, params, x, w)
       fns[name] = (compiled, (params, x, w))
-    timings = time_interleaved(fns, warmup=1,
-                                      repeats=2 if quick else 3 if t >= 4096 else 5)
+    timings = time_interleaved(fns, warmup=1, settle=1,
+                               repeats=2 if quick else 3 if t >= 4096 else 5)
     for name, timing in timings.items():
       params = steps[name][1]
       records.append({'bench': 'mamba_vs_transformer', 'variant': name, 'T': t,

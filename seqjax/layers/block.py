@@ -9,7 +9,7 @@ the mixer (``seqjax.layers.transformer``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,22 @@ import jax.numpy as jnp
 from seqjax.layers.base import State
 
 Array = jax.Array
+
+
+def per_token(fn: Callable[[Array], Array], x: Array) -> Array:
+  """``fn`` applied to ``x [..., features]`` viewed as ``[tokens, features]``.
+
+  For position-wise layers (norms, the MLP, projections) the result is the same as
+  ``fn(x)``; the point is the gradient. A parameter broadcast over ``[batch, time]`` gets
+  its gradient from a sum over both axes, and with batch 1 XLA drops the unit axis and
+  sums over the middle axis of ``[1, T, F]``. XLA:CPU (jaxlib 0.10) hands that reduction
+  to a YNNPACK kernel that is slow for it: ``sum(a * b, axis=1)`` on ``[1, 2048, 512]``
+  took 9.6 ms against 0.35 ms for the same sum over axis 0 of ``[2048, 512]``, and
+  48 ms at 8,192 tokens (BENCHMARKS.md, "Batch-1 gradient sums"). Over
+  ``[tokens, features]`` the sum is over the leading axis whatever the batch size.
+  """
+  out = fn(x.reshape(-1, x.shape[-1]))
+  return out.reshape(x.shape[:-1] + out.shape[-1:])
 
 
 class MLP(nn.Module):
@@ -87,13 +103,13 @@ class ResidualBlock(nn.Module):
   def _mlp_branch(self, x: Array, deterministic: bool) -> Array:
     if not self.mlp_hidden:
       return x
-    h = self.mlp(self.mlp_norm(x), deterministic=deterministic)
+    h = per_token(lambda v: self.mlp(self.mlp_norm(v), deterministic=deterministic), x)
     return x + self.drop(h, deterministic=deterministic)
 
   def __call__(self, x: Array, mask: Array | None = None, *,
                deterministic: bool = True) -> Array:
     """``x``: ``[batch, time, d_model]``, ``mask``: ``[batch, time]`` -> same shape."""
-    h = self.mixer(self.mixer_norm(x), mask, deterministic=deterministic)
+    h = self.mixer(per_token(self.mixer_norm, x), mask, deterministic=deterministic)
     x = x + self.drop(h, deterministic=deterministic)
     return self._mlp_branch(x, deterministic)
 

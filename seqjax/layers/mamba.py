@@ -171,24 +171,28 @@ class Mamba(nn.Module):
     """
     del mask, deterministic
     real = jnp.promote_types(self.dtype, jnp.float32)
-    t = x.shape[1]
-    xs, z = jnp.split(self.in_proj(x.astype(self.dtype)), 2, axis=-1)
+    bsz, t, _ = x.shape
+    e = self.d_inner
+    # Position-wise parts run on [batch * time, features] views, the conv and the scan on
+    # [batch, time, E]: see seqjax.layers.block.per_token for why (the per-channel
+    # parameters' gradient sums at batch 1).
+    xs, z = jnp.split(self.in_proj(x.reshape(bsz * t, -1).astype(self.dtype)), 2, axis=-1)
     # Causal depthwise conv: left-pad d_conv-1 zeros, then a weighted sum of d_conv
     # shifted views (a loop over the kernel width, not over time).
     w = self.conv_kernel.astype(self.dtype)
-    xp = jnp.pad(xs, ((0, 0), (self.mamba_d_conv - 1, 0), (0, 0)))
-    xc = sum(w[k] * xp[:, k:k + t] for k in range(self.mamba_d_conv))
+    xp = jnp.pad(xs.reshape(bsz, t, e), ((0, 0), (self.mamba_d_conv - 1, 0), (0, 0)))
+    xc = sum(w[k] * xp[:, k:k + t].reshape(bsz * t, e) for k in range(self.mamba_d_conv))
     xc = nn.silu(xc + self.conv_bias.astype(self.dtype))
-    delta, b, c = self._selection(xc)
+    delta, b, c = (v.reshape(bsz, t, -1) for v in self._selection(xc))
     u = xc.astype(real)
     a = -jnp.exp(self.A_log.astype(real))
-    d = self.D.astype(real)
+    scan_args = (u.reshape(bsz, t, e), delta, a, b, c)
     if SELECTIVE_SCAN.resolve(self.impl, t) == 'fused':
-      y = selective_scan(u, delta, a, b, c, d)
+      y = selective_scan(*scan_args)
     else:
-      y = selective_scan_reference(u, delta, a, b, c, d,
-                                   scan_backend=SCAN.choice(self.impl))
-    return self._output(y, z)
+      y = selective_scan_reference(*scan_args, scan_backend=SCAN.choice(self.impl))
+    y = y.reshape(bsz * t, e) + self.D.astype(real) * u
+    return self._output(y, z).reshape(bsz, t, -1)
 
   def init_state(self, batch_size: int) -> State:
     """``{'conv': [batch, d_conv-1, E] last conv inputs, 'ssm': [batch, E, N]}`` zeros."""

@@ -22,13 +22,19 @@ step reads contiguous rows, and the state is kept as ``[B, N, E]`` (``E`` minor)
 contraction with ``C`` over ``N`` is then ``N`` multiply-adds of ``E``-wide vectors rather
 than a reduction (XLA:CPU hands small reductions to a YNNPACK kernel whose per-call cost
 dominated a step), and nothing ``[B, T, E, N]`` is ever formed. A ``lax.scan`` over chunks
-of ``chunk_size`` steps carries the state and keeps each chunk-start state; inside a
-chunk, a ``lax.scan`` advances one step at a time (unrolling measured 2-7x slower: XLA
-fuses the unrolled chain and recomputes the decays). The gradient is a
-``jax.custom_vjp``: the backward pass walks the chunks in reverse, recomputes a chunk's
-states and decays from its start state (recompute, not store: only ``[T/K, B, N, E]``
-starts are kept; the decays are kept for the chunk, so the adjoint does not take the
-exponential again: 4-9 % off the gradient at B=32, E=144, T=24-68) and runs the adjoint recurrence step by step (``lam_t`` = dL/dh_t)::
+of ``chunk_size`` steps carries the state and keeps each chunk-start state. Each step of a
+loop costs XLA:CPU a few kernel launches whatever it computes, so the loop over a chunk's
+steps does only the recurrence's multiply-add: a chunk's decays and inputs are computed
+before it (``[K, B, N, E]``, one vectorised pass) and its read-out with ``C`` after it
+(unrolling the step loop measured 2-7x slower: XLA fuses the unrolled chain and
+recomputes it for every output). The gradient is a ``jax.custom_vjp``: the backward pass
+walks the chunks in reverse, recomputes a chunk's decays and states from its start state
+(recompute, not store: only ``[T/K, B, N, E]`` starts are kept), runs the adjoint
+recurrence (``lam_t`` = dL/dh_t, again one multiply-add per step) and then forms every
+gradient of the chunk at once from the stacked states, decays and adjoints (moving that
+work out of the steps took the gradient at ``B=1, T=2048, E=512`` from 118 to 94 ms and at
+the comparison's ``B=32, E=64-128, T=40-136`` 7-16 % down; BENCHMARKS.md, "Mamba after
+issue 16, round 3")::
 
     lam_t      = C_t[:, None, :] * dy_t[:, :, None] + a_{t+1} * lam_{t+1}
     dC_t       = sum_e dy_t[:, e, None] * h_t[:, e]
@@ -38,12 +44,10 @@ exponential again: 4-9 % off the gradient at B=32, E=144, T=24-68) and runs the 
     du_t       = delta_t * sum_n lam_t * B_t      (+ D dy_t, through autodiff)
     dB_t       = sum_e lam_t[:, e] * delta_t[:, e] * u_t[:, e]
 
-The contractions over ``E`` (``dB``, ``dC``) are done once per chunk as batched products
-of the chunk's stacked states and adjoints; ``dA`` is accumulated per batch row in the
-carry and summed once at the end. Large batches are scanned in groups of rows
-(``lax.map``) sized so that a chunk's ``[K, rows, N, E]`` buffers fit in L2
-(:data:`GROUP_BYTES`). ``D * u`` is outside the custom rule, so autodiff
-handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
+``dA`` is accumulated per batch row in the carry and summed once at the end. Large
+batches are scanned in groups of rows (``lax.map``) sized so that a chunk's
+``[K, rows, N, E]`` buffers fit in L2 (:data:`GROUP_BYTES`). ``D * u`` is outside the
+custom rule, so autodiff handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
 ``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue 16" and "Design measurements:
 selective scan, round 2".
 
@@ -122,40 +126,49 @@ def _from_chunks(v: Array, t: int) -> Array:
 
 
 def _contract_n(x: Array, w: Array, per_row: bool) -> Array:
-  """``sum_n x[:, n, :] * w[..., n, :]`` for ``x [B, N, E]`` and ``w`` either ``[B, N]``
-  (``per_row``: one weight per batch row) or ``[N, E]`` (per channel): ``[B, E]``.
+  """``sum_n x[..., n, :] * w[..., n, (:)]`` for ``x [..., N, E]`` and ``w`` either
+  ``[..., N]`` (``per_row``: one weight per leading index) or ``[N, E]`` (per channel):
+  ``[..., E]``.
 
-  Written as ``N`` multiply-adds so XLA fuses it into the step's elementwise kernel; a
-  ``jnp.sum`` over ``N`` became a separate reduction call per step, 3-4x slower overall.
+  Written as ``N`` multiply-adds so XLA fuses it into one elementwise kernel; a
+  ``jnp.sum`` over ``N`` became a separate reduction call, 3-4x slower overall.
   """
   out = None
-  for n in range(x.shape[1]):
-    term = x[:, n] * (w[:, n, None] if per_row else w[n])
+  for n in range(x.shape[-2]):
+    term = x[..., n, :] * (w[..., n, None] if per_row else w[n])
     out = term if out is None else out + term
   return out
 
 
-def _step(a_t: Array, h: Array, u_t: Array, delta_t: Array,
-          b_t: Array) -> tuple[Array, Array]:
-  """One step of eq. (2a): decays ``exp(delta_t A) [B, N, E]`` and the new state
-  ``[B, N, E]`` from ``h [B, N, E]``, ``u_t, delta_t [B, E]``, ``b_t [B, N]`` and the
-  transposed ``A`` (``a_t [N, E]``)."""
-  decay = jnp.exp(delta_t[:, None, :] * a_t)
-  return decay, decay * h + (delta_t * u_t)[:, None, :] * b_t[:, :, None]
+def _chunk_terms(a_t: Array, u_k: Array, delta_k: Array,
+                 b_k: Array) -> tuple[Array, Array]:
+  """A chunk's decays ``exp(delta_t A)`` and inputs ``delta_t u_t B_t``, both
+  ``[K, B, N, E]``, from ``u_k, delta_k [K, B, E]``, ``b_k [K, B, N]`` and the transposed
+  ``A`` (``a_t [N, E]``): one vectorised pass per chunk instead of work inside every step."""
+  decays = jnp.exp(delta_k[:, :, None, :] * a_t)
+  inputs = (delta_k * u_k)[:, :, None, :] * b_k[..., None]
+  return decays, inputs
+
+
+def _chunk_states(h: Array, decays: Array, inputs: Array) -> tuple[Array, Array]:
+  """Eq. (2a) over one chunk: ``(h_end, states [K, B, N, E])`` from the state ``h``
+  before it. The loop body is one multiply-add (each step of a loop costs XLA:CPU a few
+  kernel launches, so everything else is done per chunk)."""
+  def step(h, xs):
+    decay, inp = xs
+    h = decay * h + inp
+    return h, h
+  return jax.lax.scan(step, h, (decays, inputs))
 
 
 def _forward(u, delta, a_t, b, c, k):
   """``y [B, T, E]`` (without ``D u``) and the chunk-start states ``[T/K, B, N, E]``."""
   t = u.shape[1]
 
-  def step(h, xs):
-    u_i, delta_i, b_i, c_i = xs
-    _, h = _step(a_t, h, u_i, delta_i, b_i)
-    return h, _contract_n(h, c_i, per_row=True)
-
   def chunk(h, xs):
-    h_end, y = jax.lax.scan(step, h, xs)
-    return h_end, (h, y)
+    u_k, delta_k, b_k, c_k = xs
+    h_end, states = _chunk_states(h, *_chunk_terms(a_t, u_k, delta_k, b_k))
+    return h_end, (h, _contract_n(states, c_k, per_row=True))
 
   h0 = jnp.zeros(u.shape[:1] + a_t.shape, u.dtype)
   xs = tuple(_to_chunks(v, k) for v in (u, delta, b, c))
@@ -177,30 +190,27 @@ def _fused_bwd(k, residuals, dy):
   u, delta, a_t, b, c, starts = residuals
   t = u.shape[1]
 
-  def recompute(h, xs):
-    decay, h = _step(a_t, h, *xs)
-    return h, (h, decay)
-
-  def adjoint(carry, xs):
-    # lam enters as a_{t+1} * lam_{t+1}; da holds dA per batch row, [B, N, E].
-    lam, da = carry
-    h_prev, decay, u_i, delta_i, b_i, c_i, dy_i = xs
-    lam = lam + dy_i[:, None, :] * c_i[:, :, None]
-    d_bar = lam * h_prev * decay
-    lam_b = _contract_n(lam, b_i, per_row=True)
-    ddelta = _contract_n(d_bar, a_t, per_row=False) + lam_b * u_i
-    da = da + d_bar * delta_i[:, None, :]
-    return (decay * lam, da), (lam_b * delta_i, ddelta, lam)
+  def adjoint(lam, xs):
+    # lam enters as a_{t+1} * lam_{t+1} and leaves as a_t * lam_t.
+    decay, dy_i, c_i = xs
+    lam = lam + dy_i[:, None, :] * c_i[..., None]
+    return decay * lam, lam
 
   def chunk(carry, xs):
+    lam, da = carry  # da: dA per batch row, [B, N, E]
     h_start, u_k, delta_k, b_k, c_k, dy_k = xs
-    _, (states, decays) = jax.lax.scan(recompute, h_start, (u_k, delta_k, b_k))
-    prev = jnp.concatenate([h_start[None], states[:-1]], 0)  # [K, B, N, E]
-    carry, (du, ddelta, lams) = jax.lax.scan(
-        adjoint, carry, (prev, decays, u_k, delta_k, b_k, c_k, dy_k), reverse=True)
+    decays, inputs = _chunk_terms(a_t, u_k, delta_k, b_k)
+    _, states = _chunk_states(h_start, decays, inputs)
+    lam, lams = jax.lax.scan(adjoint, lam, (decays, dy_k, c_k), reverse=True)
+    # Everything below is per chunk, vectorised over its K steps.
+    prev = jnp.concatenate([h_start[None], states[:-1]], 0)  # h_{t-1}, [K, B, N, E]
+    d_bar = lams * prev * decays  # dL/d(delta_t A)
+    lam_b = _contract_n(lams, b_k, per_row=True)  # [K, B, E]
+    ddelta = _contract_n(d_bar, a_t, per_row=False) + lam_b * u_k
+    da = da + jnp.einsum('kbne,kbe->bne', d_bar, delta_k)
     db = jnp.einsum('kbne,kbe->kbn', lams, delta_k * u_k)
     dc = jnp.einsum('kbne,kbe->kbn', states, dy_k)
-    return carry, (du, ddelta, db, dc)
+    return (lam, da), (lam_b * delta_k, ddelta, db, dc)
 
   xs = (starts,) + tuple(_to_chunks(v, k) for v in (u, delta, b, c, dy))
   zero = jnp.zeros_like(starts[0])

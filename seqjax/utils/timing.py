@@ -29,10 +29,18 @@ def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 
 
 
 def time_interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], warmup: int = 2,
-                     repeats: int = 7) -> dict[str, dict]:
+                     repeats: int = 7, settle: int = 0) -> dict[str, dict]:
   """Like :func:`time_fn` for several ``name -> (jitted fn, args)``, timed round-robin
   (one call of each per round), so load from other jobs on a shared machine hits every
-  variant alike and their ratios stay meaningful."""
+  variant alike and their ratios stay meaningful.
+
+  ``settle`` untimed calls of a variant run right before each of its timed calls, so it
+  is timed with the caches as its own previous step left them, as in a training loop.
+  Without them a variant that follows one with a much larger working set pays for
+  refilling the caches: the chunked-attention block at 256 tokens took 26 ms after the
+  materialised Mamba block and 18 ms after itself (2026-12-02, BENCHMARKS.md "Mamba
+  after issue 16, round 3").
+  """
   for fn, args in fns.values():
     for _ in range(warmup):
       jax.block_until_ready(fn(*args))
@@ -40,6 +48,8 @@ def time_interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], warmup: i
   cpu = {name: [] for name in fns}
   for _ in range(repeats):
     for name, (fn, args) in fns.items():
+      for _ in range(settle):
+        jax.block_until_ready(fn(*args))
       start, cpu_start = time.perf_counter(), time.process_time()
       jax.block_until_ready(fn(*args))
       times[name].append((time.perf_counter() - start) * 1e3)
