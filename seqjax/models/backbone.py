@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.layers.base import State, not_streamable
-from seqjax.layers.block import ResidualBlock, make_norm
+from seqjax.layers.block import ResidualBlock, make_norm, per_token
 from seqjax.layers.embeddings import PositionalEncoding
 from seqjax.models.config import ModelConfig
 
@@ -88,7 +88,7 @@ class ResidualBackbone(nn.Module):
     x = self.embed_drop(x, deterministic=deterministic)
     for block in self.blocks:
       x = block(x, mask, deterministic=deterministic)
-    return self.final_norm(x)
+    return per_token(self.final_norm, x)
 
   def init_state(self, batch_size: int) -> State:
     if not self.causal:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.layers.base import State
+from seqjax.layers.block import per_token
 from seqjax.models.backbone import make_backbone
 from seqjax.models.config import ModelConfig
 
@@ -33,7 +34,7 @@ class CausalLM(nn.Module):
   def _logits(self, hidden: Array) -> Array:
     if self.cfg.tie_embeddings:
       return self.backbone.embed.attend(hidden).astype(jnp.float32)
-    return self.unembed(hidden).astype(jnp.float32)
+    return per_token(self.unembed, hidden).astype(jnp.float32)
 
   def __call__(self, tokens: Array, mask: Array | None = None, *,
                deterministic: bool = True) -> Array:
