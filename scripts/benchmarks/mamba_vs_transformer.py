@@ -13,7 +13,7 @@ pre-norm + MLP (4·d) wrapper; only the mixer differs, as in the comparison back
 * ``transformer_exact``: the same with exact O(T²) attention (up to T=4096).
 
 One step = forward + gradients w.r.t. params and input of ``sum(block(x) * w)``, batch 1,
-float32, T = 256 .. 8192 (quick: 256, 1K, 2K without the exact variant). At each T the
+float32, T = 256 .. 8192 (quick: 256 and 2K without the exact variant). At each T the
 variants are timed round-robin in one process (``seqjax.utils.timing.time_interleaved``),
 so their ratios hold on a loaded machine, each timed call right after an untimed call of
 the same variant (``settle=1``: the materialised Mamba block's large arrays would
@@ -68,7 +68,7 @@ def _crossover(rows: list[dict], fast: str, slow: str) -> int | None:
 
 
 def run(quick: bool = False) -> list[dict]:
-  lengths = (256, 1024, 2048) if quick else (256, 512, 1024, 2048, 4096, 8192)
+  lengths = (256, 2048) if quick else (256, 512, 1024, 2048, 4096, 8192)
   steps = {}
   for name, block in _blocks().items():
     params = block.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, D_MODEL)))['params']
