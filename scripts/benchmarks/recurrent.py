@@ -15,7 +15,9 @@ chunkwise cells against chunked attention (issue 13).
   ``[1, T, 4, 32]``) beside Mamba's fused selective scan at the same width (E = 128 channels,
   ``N = 16``, its default).
 
-Lengths 256, 1024, 4096 (quick: 1024 only, and the train step of one family per kind:
+Each timed call follows an untimed call of the same function (``settle=1``), so no row
+pays for the caches its predecessor in the round left behind. Lengths 256, 1024, 4096
+(quick: 1024 only, and the train step of one family per kind:
 ``QUICK_MIXERS``). Records carry ``ratio_vs_attention`` (time /
 chunked attention's time at the same length, same rounds).
 """
@@ -107,10 +109,10 @@ def run(quick: bool = False) -> list[dict]:
   repeats = 3 if quick else 5
   records = []
   for time in lengths:
-    timings = time_interleaved(_cells(time), warmup=1, repeats=repeats)
+    timings = time_interleaved(_cells(time), warmup=1, repeats=repeats, settle=1)
     records += _records('cells', timings, 'chunked_attention', time)
     steps = {name: _train_step(name, time) for name in (QUICK_MIXERS if quick else MIXERS)}
-    timings = time_interleaved(steps, warmup=1, repeats=repeats)
+    timings = time_interleaved(steps, warmup=1, repeats=repeats, settle=1)
     records += _records('train_step', timings, 'transformer', time)
   return records
 
