@@ -31,7 +31,8 @@ from scripts.benchmarks import common
 BENCHMARKS = ('lstm', 'attention', 'scan', 'mamba_vs_transformer', 'recurrent', 'decode',
               'compile_time')
 
-_QUICK = flags.DEFINE_bool('quick', False, 'Shorter lengths, fewer repeats and families (~4 minutes).')
+_QUICK = flags.DEFINE_bool('quick', False,
+                           'Shorter lengths, fewer repeats and families (~4 minutes).')
 _ONLY = flags.DEFINE_list('only', [], f'Subset of {",".join(BENCHMARKS)}.')
 _OUT = flags.DEFINE_string('out', '', 'JSON-lines file (default: stdout).')
 

@@ -17,10 +17,10 @@ float32, T = 256 .. 8192 (quick: 256 and 2K without the exact variant). At each 
 variants are timed round-robin in one process (``seqjax.utils.timing.time_interleaved``),
 so their ratios hold on a loaded machine, each timed call right after an untimed call of
 the same variant (``settle=1``: the materialised Mamba block's large arrays would
-otherwise evict the next variant's working set and slow it down). Reported: median ms, tokens/s, temp memory, and a
-summary record with each T's fused/materialised Mamba time ratio and the crossover lengths:
-the smallest measured T from which a Mamba variant stays faster than each Transformer
-variant.
+otherwise evict the next variant's working set and slow it down). Reported: median ms,
+tokens/s, temp memory, and a summary record with each T's fused/materialised Mamba time
+ratio and the crossover lengths: the smallest measured T from which a Mamba variant stays
+faster than each Transformer variant.
 """
 
 from __future__ import annotations

@@ -111,7 +111,8 @@ def run(quick: bool = False) -> list[dict]:
   for time in lengths:
     timings = time_interleaved(_cells(time), warmup=1, repeats=repeats, settle=1)
     records += _records('cells', timings, 'chunked_attention', time)
-    steps = {name: _train_step(name, time) for name in (QUICK_MIXERS if quick else MIXERS)}
+    mixers = QUICK_MIXERS if quick else MIXERS
+    steps = {name: _train_step(name, time) for name in mixers}
     timings = time_interleaved(steps, warmup=1, repeats=repeats, settle=1)
     records += _records('train_step', timings, 'transformer', time)
   return records

@@ -47,8 +47,8 @@ issue 16, round 3")::
 ``dA`` is accumulated per batch row in the carry and summed once at the end. Large
 batches are scanned in groups of rows (``lax.map``) sized so that a chunk's
 ``[K, rows, N, E]`` buffers fit in L2 (:data:`GROUP_BYTES`). ``D * u`` is outside the
-custom rule, so autodiff handles it. The custom rule supports reverse mode only (``jax.grad``/``vjp``), not
-``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue 16" and "Design measurements:
+custom rule, so autodiff handles it. The custom rule supports reverse mode only
+(``jax.grad``/``vjp``), not ``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue 16" and "Design measurements:
 selective scan, round 2".
 
 :data:`SELECTIVE_SCAN` is the implementation switch between the two (site
