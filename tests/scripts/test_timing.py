@@ -9,10 +9,9 @@ import pytest
 from seqjax.utils import timing
 
 
-def _recorder(log: list, name: str, sleep_s: float = 0.0):
+def _recorder(log: list, name: str):
   def fn():
     log.append(name)
-    time.sleep(sleep_s)
     return 0
   return fn
 
