@@ -207,7 +207,12 @@ def _fused_bwd(k, residuals, dy):
     d_bar = lams * prev * decays  # dL/d(delta_t A)
     lam_b = _contract_n(lams, b_k, per_row=True)  # [K, B, E]
     ddelta = _contract_n(d_bar, a_t, per_row=False) + lam_b * u_k
-    da = da + jnp.einsum('kbne,kbe->bne', d_bar, delta_k)
+    # dA's sum over the chunk's steps as K multiply-adds (one fused elementwise kernel):
+    # as an einsum it became 512 tiny batched matmuls, as jnp.sum over axis 0 a YNNPACK
+    # reduction; the gradient at B=1, E=512 took 10.7 / 33.4 / 9.6 ms at T=256 (einsum /
+    # sum / this) and 79.4 / 288 / 67.1 ms at T=2048 (BENCHMARKS.md, round 4).
+    for step in range(d_bar.shape[0]):
+      da = da + d_bar[step] * delta_k[step][:, None, :]
     db = jnp.einsum('kbne,kbe->kbn', lams, delta_k * u_k)
     dc = jnp.einsum('kbne,kbe->kbn', states, dy_k)
     return (lam, da), (lam_b * delta_k, ddelta, db, dc)
