@@ -3,7 +3,7 @@
 Usage::
 
     python -m scripts.bench                   # full run, JSON lines to stdout
-    python -m scripts.bench --quick           # under 3 minutes on a quiet 2-core CPU (2026-12-02)
+    python -m scripts.bench --quick           # < 3 min on a quiet 2-core CPU (2026-12-02)
     python -m scripts.bench --only=attention,decode --out=bench.jsonl
 
 The first record describes the machine (platform, devices, versions, date) with the
@@ -31,8 +31,8 @@ from scripts.benchmarks import common
 BENCHMARKS = ('lstm', 'attention', 'scan', 'mamba_vs_transformer', 'recurrent', 'decode',
               'compile_time')
 
-_QUICK = flags.DEFINE_bool('quick', False,
-                           'Shorter lengths, fewer repeats, variants and families (< 3 minutes).')
+_QUICK = flags.DEFINE_bool('quick', False, 'Shorter lengths, fewer repeats, variants and '
+                           'families (< 3 minutes).')
 _ONLY = flags.DEFINE_list('only', [], f'Subset of {",".join(BENCHMARKS)}.')
 _OUT = flags.DEFINE_string('out', '', 'JSON-lines file (default: stdout).')
 
