@@ -154,7 +154,11 @@ class MLSTM(nn.Module):
       h = cell.parallel(*args)
     else:
       h = cell.chunkwise(*args, chunk=self.mlstm_chunk)
-    return self._output(jnp.moveaxis(h, 2, 1), u, z)
+    # The output side on [batch * time, ...] views: its per-channel parameters' gradient
+    # sums then run over the leading axis at batch 1 too (seqjax.layers.block.per_token).
+    bsz, t = x.shape[:2]
+    flat = lambda a: a.reshape((bsz * t,) + a.shape[2:])
+    return self._output(flat(jnp.moveaxis(h, 2, 1)), flat(u), flat(z)).reshape(bsz, t, -1)
 
   def init_state(self, batch_size: int) -> State:
     """``conv`` ``[batch, conv_width - 1, E]``; the cell's ``C`` ``[batch, heads, d, d]``,

@@ -108,8 +108,11 @@ class RGLRU(nn.Module):
             jnp.where(first, 1.0, scale) * gate_x * u.astype(real))
 
   def __call__(self, u: Array, mask: Array | None) -> Array:
-    t = u.shape[1]
-    a, b = self.coefficients(u, (jnp.arange(t) == 0)[None])
+    bsz, t, e = u.shape
+    # Gates on [batch * time, E] views, so that their parameters' gradient sums run over
+    # the leading axis at batch 1 too (seqjax.layers.block.per_token says why).
+    first = jnp.broadcast_to(jnp.arange(t) == 0, (bsz, t)).reshape(-1)
+    a, b = (v.reshape(bsz, t, e) for v in self.coefficients(u.reshape(-1, e), first))
     if mask is not None:
       a = jnp.where(mask[..., None], a, 1.0)
       b = jnp.where(mask[..., None], b, 0.0)
