@@ -36,6 +36,16 @@ def per_token(fn: Callable[[Array], Array], x: Array) -> Array:
   return out.reshape(x.shape[:-1] + out.shape[-1:])
 
 
+def over_tokens(fn: Callable[..., Any], *xs: Array) -> Any:
+  """:func:`per_token` for position-wise functions of several ``[batch, time, ...]``
+  arrays with any trailing axes (e.g. ``[batch, time, heads, d]``): ``fn`` sees each as
+  ``[batch * time, ...]``, and every array it returns (a pytree) gets ``[batch, time]``
+  back."""
+  bsz, t = xs[0].shape[:2]
+  out = fn(*(x.reshape((bsz * t,) + x.shape[2:]) for x in xs))
+  return jax.tree.map(lambda v: v.reshape((bsz, t) + v.shape[1:]), out)
+
+
 class MLP(nn.Module):
   """Position-wise feed-forward network ``W_2 act(W_1 x + b_1) + b_2``.
 

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.layers.base import State
+from seqjax.layers.block import over_tokens
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.torch_weights import named_weights
 from seqjax.ops.ssd import ssd_chunked, ssd_step
@@ -138,20 +139,15 @@ class Mamba2(nn.Module):
                deterministic: bool = True) -> Array:
     """``u`` ``[batch, time, d_model]``, ``mask`` ``[batch, time]`` -> same as ``u``."""
     del deterministic
-    bsz, t, _ = u.shape
-    # Position-wise parts on [batch * time, ...] views, the conv and the SSD on
-    # [batch, time, ...]: see seqjax.layers.block.per_token for why (the parameters'
-    # gradient sums at batch 1).
-    z, xbc, dt = self._split(u.reshape(bsz * t, -1))
-    xbc = self.conv1d(xbc.reshape(bsz, t, -1)).reshape(bsz * t, -1)
-    x, dt, a, b, c = self._ssd_inputs(xbc, dt)
-    x, dt, a, b, c = (v.reshape((bsz, t) + v.shape[1:]) for v in (x, dt, a, b, c))
+    # Position-wise parts on [batch * time, ...] views (over_tokens), the conv and the SSD
+    # on [batch, time, ...]: the parameters' gradient sums at batch 1, see per_token.
+    z, xbc, dt = over_tokens(self._split, u)
+    x, dt, a, b, c = over_tokens(self._ssd_inputs, self.conv1d(xbc), dt)
     if mask is not None:
       dt = jnp.where(mask[..., None], dt, 0.0)
       a = jnp.where(mask[..., None], a, 0.0)
     y, _ = ssd_chunked(x * dt[..., None], a, b, c, chunk=self.mamba2_chunk)
-    flat = lambda v: v.reshape((bsz * t,) + v.shape[2:])
-    return self._output(flat(y), flat(x), z).reshape(bsz, t, -1)
+    return over_tokens(self._output, y, x, z)
 
   def init_state(self, batch_size: int) -> State:
     """``conv`` ``[batch, 3, E + 2N]`` and ``ssm`` ``[batch, H, P, N]`` (float32+)."""

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers.base import State
+from seqjax.layers.block import over_tokens
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense, MultiHeadNorm
 from seqjax.layers.torch_weights import named_weights
@@ -154,11 +155,8 @@ class MLSTM(nn.Module):
       h = cell.parallel(*args)
     else:
       h = cell.chunkwise(*args, chunk=self.mlstm_chunk)
-    # The output side on [batch * time, ...] views: its per-channel parameters' gradient
-    # sums then run over the leading axis at batch 1 too (seqjax.layers.block.per_token).
-    bsz, t = x.shape[:2]
-    flat = lambda a: a.reshape((bsz * t,) + a.shape[2:])
-    return self._output(flat(jnp.moveaxis(h, 2, 1)), flat(u), flat(z)).reshape(bsz, t, -1)
+    # On [batch * time, ...] views: the per-channel parameters' gradient sums at batch 1.
+    return over_tokens(self._output, jnp.moveaxis(h, 2, 1), u, z)
 
   def init_state(self, batch_size: int) -> State:
     """``conv`` ``[batch, conv_width - 1, E]``; the cell's ``C`` ``[batch, heads, d, d]``,

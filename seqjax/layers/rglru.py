@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax.layers.base import State
+from seqjax.layers.block import over_tokens
 from seqjax.layers.causal_conv import CausalConv1D
 from seqjax.layers.headwise import BlockDiagonalDense
 from seqjax.layers.torch_weights import named_weights
@@ -108,11 +109,10 @@ class RGLRU(nn.Module):
             jnp.where(first, 1.0, scale) * gate_x * u.astype(real))
 
   def __call__(self, u: Array, mask: Array | None) -> Array:
-    bsz, t, e = u.shape
-    # Gates on [batch * time, E] views, so that their parameters' gradient sums run over
-    # the leading axis at batch 1 too (seqjax.layers.block.per_token says why).
-    first = jnp.broadcast_to(jnp.arange(t) == 0, (bsz, t)).reshape(-1)
-    a, b = (v.reshape(bsz, t, e) for v in self.coefficients(u.reshape(-1, e), first))
+    bsz, t, _ = u.shape
+    # Gates on [batch * time, E] views: their parameters' gradient sums at batch 1.
+    first = jnp.broadcast_to(jnp.arange(t) == 0, (bsz, t))
+    a, b = over_tokens(self.coefficients, u, first)
     if mask is not None:
       a = jnp.where(mask[..., None], a, 1.0)
       b = jnp.where(mask[..., None], b, 0.0)
