@@ -14,11 +14,12 @@ import sys
 import time
 from typing import Any, Callable
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 
+from experiments import cli
+from seqjax.utils import host_memory
 from seqjax.utils.timing import time_fn
 
 
@@ -49,6 +50,7 @@ def elementwise_bandwidth_gbs(num: int = 8 * 4096 * 256) -> float:
 
 def machine_info() -> dict:
   return {'platform': jax.default_backend(), 'devices': [str(d) for d in jax.devices()],
+          'host_memory': host_memory.in_effect(),
           'jax': jax.__version__, 'python': platform.python_version(),
           'processor': platform.processor() or platform.machine(),
           'date': time.strftime('%Y-%m-%d')}
@@ -68,8 +70,8 @@ def run_standalone(run: Callable[[bool], list[dict]], quick: bool = False) -> No
 
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
-      raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+      cli.fail(f'unexpected arguments: {argv[1:]}')
     for record in run(flags.FLAGS.quick):
       emit(record)
 
-  app.run(main)
+  cli.run(main)  # also applies --host_memory

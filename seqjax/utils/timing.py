@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import jax
 
+from seqjax.utils.host_memory import minor_page_faults
+
 
 def time_fn(fn: Callable[..., Any], *args: Any, warmup: int = 2, repeats: int = 7) -> dict:
   """Median / min wall time in milliseconds of ``fn(*args)`` (already jitted), after warm-up."""
@@ -46,18 +48,23 @@ def time_interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], warmup: i
       jax.block_until_ready(fn(*args))
   times = {name: [] for name in fns}
   cpu = {name: [] for name in fns}
+  faults = {name: [] for name in fns}
   for _ in range(repeats):
     for name, (fn, args) in fns.items():
       for _ in range(settle):
         jax.block_until_ready(fn(*args))
+      faults_start = minor_page_faults()
       start, cpu_start = time.perf_counter(), time.process_time()
       jax.block_until_ready(fn(*args))
       times[name].append((time.perf_counter() - start) * 1e3)
       cpu[name].append((time.process_time() - cpu_start) * 1e3)
+      faults[name].append(minor_page_faults() - faults_start)
   # median_cpu_ms: CPU time of this process (all threads), which other jobs' load
-  # inflates much less than wall time.
+  # inflates much less than wall time. median_page_faults: first touches of fresh host
+  # memory in a call (seqjax/utils/host_memory.py: the allocator's share of the time).
   return {name: {'median_ms': statistics.median(t), 'min_ms': min(t), 'repeats': repeats,
-                 'median_cpu_ms': statistics.median(cpu[name])}
+                 'median_cpu_ms': statistics.median(cpu[name]),
+                 'median_page_faults': statistics.median(faults[name])}
           for name, t in times.items()}
 
 

@@ -2,6 +2,7 @@
 call of the same variant (so a variant is timed with its own caches, not its
 predecessor's)."""
 
+import mmap
 import time
 
 import pytest
@@ -38,3 +39,19 @@ def test_settle_calls_are_not_timed():
   result = timing.time_interleaved({'x': (slow_then_fast, ())}, warmup=0, repeats=3,
                                    settle=1)
   assert result['x']['median_ms'] < 25
+
+
+def test_page_faults_count_fresh_memory_touched_in_the_timed_call():
+  pages = 256
+
+  def touch_fresh_pages():
+    # An anonymous mapping is fresh memory every time: each page faults on first write.
+    with mmap.mmap(-1, pages * mmap.PAGESIZE) as buf:
+      for page in range(pages):
+        buf[page * mmap.PAGESIZE] = 1
+    return 0
+
+  result = timing.time_interleaved({'fresh': (touch_fresh_pages, ()),
+                                    'idle': (lambda: 0, ())}, warmup=1, repeats=3)
+  assert result['fresh']['median_page_faults'] >= pages
+  assert result['idle']['median_page_faults'] < pages // 4

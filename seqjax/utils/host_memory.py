@@ -1,0 +1,104 @@
+"""How the host's allocator treats the large buffers of XLA:CPU steps (``--host_memory``).
+
+XLA:CPU allocates the temporaries of every step (one buffer: 122 MiB for a Mamba block's
+train step at 2,048 tokens, ``d_model`` 256) with ``malloc`` from its worker threads and
+frees it at the end of the step. glibc serves a request that large with a fresh ``mmap``
+(a thread's arena holds at most 64 MiB) and returns it with ``munmap``, so the next step
+faults every page in again and the kernel zeroes each one: 128,000 minor page faults,
+500 MiB, per step of that block at 8,192 tokens. GPU and TPU runtimes keep their device
+memory in a caching allocator; on CPU this tax grows with the sequence length, and it
+was the growth of the Mamba block's cost per token from 256 to 8,192 tokens
+(BENCHMARKS.md, "Host memory").
+
+``reuse`` sets glibc's ``mallopt`` so that freed memory stays in the process and the next
+step reuses it: one arena for all threads (``M_ARENA_MAX=1``: the main arena grows with
+``brk`` and has no size cap; a thread's arena mmaps any request over 64 MiB whatever the
+other settings), no ``mmap`` for large blocks (``M_MMAP_MAX=0``) and no trim of the
+heap's top (``M_TRIM_THRESHOLD`` at its maximum). It must be set before JAX starts its
+CPU client (a thread keeps the arena it first allocated from).
+
+Measured on the 2-core VM (BENCHMARKS.md, "Host memory"): block train steps at 1K-8K
+tokens took 0.65-0.78x the time (Mamba), 0.65-0.75x (exact attention), 0.89-1.05x
+(chunked attention), with no page faults. At 256-512 tokens they were up to 1.33x slower
+in some processes and not in others (the medians rose, not the minima: most likely
+threads waiting on the one arena's lock). The heap settles after a few steps (an aligned
+request cannot take the exact block the previous step freed until freed blocks coalesce),
+and the process keeps that memory until it exits: peak RSS 1.6-2x the default's (the
+Mamba block at 2K / 8K tokens: 841 vs 528 MiB, 1,854 vs 947 MiB). So ``reuse`` is a
+choice for long sequences on CPU, and ``system`` (the default) leaves the C library's
+settings. A preloaded tcmalloc (``LD_PRELOAD``, Debian package ``libtcmalloc-minimal4``)
+also keeps large blocks, without the shared lock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+import sys
+
+from absl import logging
+
+POLICIES = ('system', 'reuse')
+
+# glibc's mallopt parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+_REUSE = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+_in_effect = 'system'
+
+
+def set_policy(policy: str) -> str:
+  """Applies ``policy`` to this process's allocator; returns what is in effect.
+
+  ``reuse`` needs glibc (Linux); elsewhere it falls back to ``system`` with a log line.
+  Call it before the first JAX computation (see the module docstring).
+  """
+  global _in_effect
+  if policy not in POLICIES:
+    raise ValueError(f'host memory policy {policy!r}: choose from {POLICIES}')
+  if policy == 'system':
+    return _in_effect  # settings already made stay: glibc has no way back to "default"
+  mallopt = _glibc_mallopt()
+  if mallopt is None:
+    logging.info('host_memory=reuse needs glibc; keeping the system allocator settings')
+    return _in_effect
+  if _jax_backend_started():
+    logging.warning('host_memory=reuse set after JAX started its CPU client: threads that '
+                    'already allocated keep their own arenas')
+  if not all(mallopt(param, value) == 1 for param, value in _REUSE):
+    logging.warning('glibc refused a host_memory=reuse setting; partly applied')
+  _in_effect = 'reuse'
+  return _in_effect
+
+
+def in_effect() -> str:
+  """The policy this process runs under: ``reuse`` once :func:`set_policy` applied it."""
+  return _in_effect
+
+
+def minor_page_faults() -> int:
+  """Minor page faults of this process so far (``getrusage``): first touches of fresh
+  memory, the cost that ``reuse`` removes."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _glibc_mallopt():
+  if not sys.platform.startswith('linux'):
+    return None
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+    return None
+  mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+  mallopt.restype = ctypes.c_int
+  return mallopt
+
+
+def _jax_backend_started() -> bool:
+  if 'jax' not in sys.modules:
+    return False
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  return xla_bridge.backends_are_initialized()
