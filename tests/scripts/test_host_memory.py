@@ -1,10 +1,11 @@
 """``--host_memory``: with ``reuse`` a step's large buffers stop page-faulting in afresh on
-every call (counted, not timed); a bad value is refused, on the command line with one line
-and exit code 1."""
+every call (counted, not timed); every command applies the flag before its main; a bad
+value is refused, on the command line with one line and exit code 1."""
 
 import subprocess
 import sys
 
+from absl.testing import flagsaver
 import pytest
 
 from experiments import cli
@@ -67,3 +68,13 @@ def test_bad_flag_value_is_one_line_and_exit_1():
   assert proc.returncode == 1
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and 'host_memory' in lines[0], proc.stderr
+
+
+def test_commands_apply_the_policy_before_main(monkeypatch):
+  calls = []
+  monkeypatch.setattr(host_memory, 'set_policy', lambda policy: calls.append(policy))
+  monkeypatch.setattr(sys, 'argv', ['command', '--host_memory=reuse'])
+  with flagsaver.flagsaver(), pytest.raises(SystemExit) as ended:
+    cli.run(lambda argv: calls.append(('main', argv[1:])))
+  assert calls == ['reuse', ('main', [])]
+  assert not ended.value.code
