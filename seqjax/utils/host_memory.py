@@ -20,10 +20,11 @@ CPU client (a thread keeps the arena it first allocated from).
 Measured on the 2-core VM (BENCHMARKS.md, "Host memory"): block train steps at 1K-8K
 tokens took 0.65-0.78x the time (Mamba), 0.65-0.75x (exact attention), 0.89-1.05x
 (chunked attention), with no page faults. At 256-512 tokens they were up to 1.33x slower
-in some processes and 1-9 % in others: threads wait on the one arena's lock (voluntary
-context switches per step of the attention block at 256 tokens: 27 vs 18; over a whole
-benchmark process, compilation included, 86,000 vs 10,500; ``bench --quick`` 106 vs 97
-s). The heap settles after a few steps (an aligned request cannot take the exact
+in some processes and 1-9 % in others. Threads wait on the one arena's lock (voluntary
+context switches per step of the attention block at 256 tokens: 27-33 vs 17-18; over a
+whole benchmark process, compilation included, 86,000 vs 10,500; ``bench --quick`` 106
+vs 97 s), but the slowdown varies between processes more than those counts do, so the
+lock may not be the whole cause. The heap settles after a few steps (an aligned request cannot take the exact
 block the previous step freed until freed blocks coalesce), and the process keeps that
 memory until it exits: peak RSS 1.6-2x the default's (the Mamba block at 2K / 8K tokens:
 841 vs 528 MiB, 1,854 vs 947 MiB). So ``reuse`` is a choice for long sequences on CPU,
