@@ -19,14 +19,14 @@ after, in the parent process alone.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 from typing import Any, Callable
 
 import jax
 import tqdm
+
+from seqjax.utils import host_memory
 
 # The training modules (1.6 s of imports) load on first use, not in every worker that
 # runs other jobs.
@@ -61,27 +61,6 @@ def prepare(job: dict[str, Any]) -> None:
         task.dataset(split)
 
 
-# glibc ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-
-
-def _keep_freed_memory() -> None:
-  """Makes glibc's malloc keep freed memory for reuse instead of handing it back to the
-  kernel. XLA:CPU allocates and frees its buffers every step; with glibc's defaults the
-  memory went back to the kernel and every step faulted it in again. Measured on one
-  Mamba selective-copying cell (length 64, 200 steps, 2-core CPU shared with a running
-  suite): 1.9 M minor page faults and 7.7 s of system time without this, 0.21 M and
-  2.0 s with it; training 35 s -> 28 s, the same numbers computed. A no-op where the C
-  library is not glibc."""
-  try:
-    mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
-  except (OSError, AttributeError):
-    return
-  mallopt(_M_TRIM_THRESHOLD, 1 << 30)   # return memory only above 1 GiB free at the top
-  mallopt(_M_TOP_PAD, 256 << 20)        # grow the heap in 256 MiB steps
-  mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # buffers up to 32 MiB from the heap (glibc's max)
-
-
 def _init_worker(next_worker, cores: list[int]) -> None:
   # Eigen's own threads off (the workers already fill the cores); XLA's intra-op pool
   # still runs, hence the pinning below.
@@ -95,7 +74,9 @@ def _init_worker(next_worker, cores: list[int]) -> None:
   # core count, gives every cell the same numbers with any number of workers. (Pinned,
   # one thread is also the faster: 13 s vs 15-17 s of training for that cell with two.)
   os.environ['NPROC'] = '1'
-  _keep_freed_memory()
+  # XLA:CPU frees its buffers every step; with glibc's defaults the memory went back to
+  # the kernel and every step faulted it in again (seqjax/utils/host_memory.py, 'keep').
+  host_memory.set_policy('keep')
   if cores:
     # XLA:CPU still runs parts of a step on its intra-op thread pool, so an unpinned
     # worker spreads over every core and the workers slow each other down. Measured on

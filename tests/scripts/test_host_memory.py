@@ -1,6 +1,6 @@
-"""``--host_memory``: with ``reuse`` a step's large buffers stop page-faulting in afresh on
-every call (counted, not timed); every command applies the flag before its main; a bad
-value is refused, on the command line with one line and exit code 1."""
+"""``--host_memory``: each policy keeps the blocks it promises to keep (fresh pages counted
+per call, not timed); every command applies the flag before its main; a bad value is
+refused, on the command line with one line and exit code 1."""
 
 import subprocess
 import sys
@@ -12,16 +12,16 @@ from experiments import cli
 from seqjax.utils import host_memory
 
 # Applies a policy before JAX starts, then counts the minor page faults of calls that
-# write a fresh 64 MiB output (16,384 pages of 4 KiB), once the heap has settled: under
-# reuse glibc cannot hand an aligned request the exact block the previous step freed, so
-# the heap grows for the first few steps (8 here) until freed blocks coalesce, and now
-# and then a later step still grows it, hence the median over 9 calls.
+# write a fresh output of argv[2] MiB, once the heap has settled: under reuse glibc cannot
+# hand an aligned request the exact block the previous step freed, so the heap grows for
+# the first few steps (8 here) until freed blocks coalesce, and now and then a later step
+# still grows it, hence the median over 9 calls.
 _PROGRAM = '''
 import sys
 from seqjax.utils import host_memory
 policy = host_memory.set_policy(sys.argv[1])
 import jax, jax.numpy as jnp
-x = jnp.ones((16 * 1024 * 1024,), jnp.float32)
+x = jnp.ones((int(sys.argv[2]) * 256 * 1024,), jnp.float32)
 f = jax.jit(lambda v: v * 2.0 + 1.0)
 for _ in range(16):
   out = f(x)
@@ -36,24 +36,25 @@ for _ in range(9):
   faults.append(host_memory.minor_page_faults() - before)
 print(policy, sorted(faults)[len(faults) // 2])
 '''
-_PAGES = 16 * 1024 * 1024 * 4 // 4096
 
 
-def _median_faults_per_call(policy: str) -> tuple[str, float]:
-  proc = subprocess.run([sys.executable, '-c', _PROGRAM, policy], capture_output=True,
-                        text=True, cwd=cli.REPO, timeout=300, check=True)
+@pytest.mark.parametrize('policy, mib, kept', [
+    ('system', 64, False),  # glibc maps a block this large afresh on every call
+    ('keep', 24, True),  # up to 32 MiB from the threads' heaps
+    ('keep', 64, False),  # larger than a thread's heap can hold
+    ('reuse', 64, True),  # one heap without a size cap
+])
+def test_policies_keep_the_blocks_they_promise(policy, mib, kept):
+  proc = subprocess.run([sys.executable, '-c', _PROGRAM, policy, str(mib)],
+                        capture_output=True, text=True, cwd=cli.REPO, timeout=300,
+                        check=True)
   in_effect, faults = proc.stdout.split()
-  return in_effect, float(faults)
-
-
-def test_reuse_keeps_large_buffers_in_the_process():
-  system, system_faults = _median_faults_per_call('system')
-  reuse, reuse_faults = _median_faults_per_call('reuse')
-  assert (system, reuse) == ('system', 'reuse')
-  # The C library's defaults map a buffer this large afresh on every call and fault in
-  # (nearly) all of its pages; reuse serves it from memory the process kept.
-  assert system_faults > 0.5 * _PAGES
-  assert reuse_faults < 0.05 * _PAGES
+  pages = mib * 1024 * 1024 // 4096
+  assert in_effect == policy
+  if kept:
+    assert float(faults) < 0.05 * pages
+  else:
+    assert float(faults) > 0.5 * pages
 
 
 def test_unknown_policy_is_refused():
