@@ -18,11 +18,12 @@ from __future__ import annotations
 import textwrap
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import cli
 from seqjax.models.config import CAUSAL_MODELS, MODEL_NAMES, ModelConfig
 from seqjax.models.families import FAMILIES, all_switches
 from seqjax.models.registry import build_model
@@ -107,7 +108,7 @@ def main(argv):
     return
   unknown = sorted(set(_FAMILIES.value) - set(MODEL_NAMES))
   if unknown:
-    raise app.UsageError(f'--families: unknown {unknown}; choose from {list(MODEL_NAMES)}')
+    cli.fail(f'--families: unknown {unknown}; choose from {list(MODEL_NAMES)}')
   logging.info('devices: %s', jax.devices())
   rng = np.random.default_rng(_SEED.value)
   tokens = jnp.asarray(rng.integers(1, _VOCAB.value, (_BATCH.value, _SEQ_LEN.value)),
@@ -133,4 +134,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)
