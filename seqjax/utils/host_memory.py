@@ -82,7 +82,8 @@ def set_policy(policy: str) -> str:
   if _jax_backend_started():
     logging.warning('host_memory=%s set after JAX started its CPU client: threads that '
                     'already allocated keep their arenas', policy)
-  if not all(mallopt(param, value) == 1 for param, value in _SETTINGS[policy]):
+  accepted = [mallopt(param, value) == 1 for param, value in _SETTINGS[policy]]
+  if not all(accepted):  # each setting is tried, whatever the others did
     logging.warning('glibc refused a host_memory=%s setting; partly applied', policy)
   _in_effect = policy
   return _in_effect
