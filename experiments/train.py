@@ -42,7 +42,7 @@ preemption.install(early=_EARLY_SIGTERM)
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
-from experiments import cli
+from experiments import cli, config_files
 
 # Before the config file is loaded (it imports JAX and the model code: seconds): a SIGTERM
 # that already arrived, or a workdir another trainer holds, ends the command here, within
@@ -51,7 +51,7 @@ cli.exit_if_preempted()
 cli.exit_if_workdir_locked(sys.argv, 'workdir')
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
-_CONFIG = cli.define_config(
+_CONFIG = config_files.define_config(
     os.path.join(_CONFIGS, 'default.py'),
     'Experiment config file, one per task in experiments/configs/: ' + ', '.join(sorted(
         f[:-3] for f in os.listdir(_CONFIGS)

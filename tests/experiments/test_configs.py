@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import cli, evaluate as evaluate_lib
+from experiments import config_files, evaluate as evaluate_lib
 from seqjax.data.registry import get_task, task_defaults, task_names
 from seqjax.data.tokenizers import tokenizer_from_dict
 from seqjax.training import configuration, loop, tasks
@@ -97,7 +97,7 @@ def test_a_task_option_without_the_task_config_file_names_the_file(capsys):
   the one-line error says which config file has ``path``."""
   argv = ['train', '--config.task=text_file', '--config.task_options.path=my.txt']
   with pytest.raises(SystemExit) as stop:
-    cli.check_config_args(argv, f'{CONFIGS}/default.py')
+    config_files.check_config_args(argv, f'{CONFIGS}/default.py')
   assert stop.value.code == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith("error: unknown config field 'path'")

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cli
+from experiments import cli, config_files
 from seqjax.training import integrity
 from seqjax.training.checkpointing import Checkpointer
 from seqjax.training.errors import (DamagedCheckpointError, EnvironmentFailure,
@@ -128,10 +128,10 @@ def test_config_file_mistakes_are_one_line(source, needle, tmp_path):
   if source is not None:
     path.write_text(source)
   with pytest.raises(UserError, match=re.escape(needle)) as err:
-    cli.load_config_file(str(path))
+    config_files.load_config_file(str(path))
   assert '\n' not in str(err.value)
   with pytest.raises(UserError, match='is a directory'):
-    cli.load_config_file(str(tmp_path))
+    config_files.load_config_file(str(tmp_path))
 
 
 def test_csv_errors_name_the_row(tmp_path):

@@ -44,7 +44,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cli
+from experiments import cli, config_files
 from seqjax.training import integrity, loop
 from seqjax.training.errors import DamagedCheckpointError, EnvironmentFailure, UserError
 
@@ -430,12 +430,12 @@ def test_the_workdir_is_checked_before_any_data_is_prepared(data_dir, tmp_path):
 
 
 def test_misspelled_fields_and_bad_values_are_one_line(tmp_path):
-  config = cli.load_config_file(f'{REPO}/experiments/configs/copying.py')
+  config = config_files.load_config_file(f'{REPO}/experiments/configs/copying.py')
   with pytest.raises(UserError, match="'learning_rat' in --config.learning_rat=1; did you "
                                       "mean 'learning_rate'"):
-    cli.check_overrides(config, ['--config.learning_rat=1'])
+    config_files.check_overrides(config, ['--config.learning_rat=1'])
   with pytest.raises(UserError, match="'d_modle' .*did you mean 'd_model'"):
-    cli.check_overrides(config, ['--config.model_cfg.d_modle=3'])
+    config_files.check_overrides(config, ['--config.model_cfg.d_modle=3'])
   proc = _start([f'--config={tmp_path}/missing.py', f'--workdir={tmp_path}'])
   code, _, err = _finish(proc)
   assert code == 1 and err.strip().splitlines() == [
