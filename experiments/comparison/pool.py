@@ -61,7 +61,7 @@ def prepare(job: dict[str, Any]) -> None:
         task.dataset(split)
 
 
-def _init_worker(next_worker, cores: list[int]) -> None:
+def _init_worker(next_worker, cores: list[int], memory_policy: str) -> None:
   # Eigen's own threads off (the workers already fill the cores); XLA's intra-op pool
   # still runs, hence the pinning below.
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
@@ -74,9 +74,9 @@ def _init_worker(next_worker, cores: list[int]) -> None:
   # core count, gives every cell the same numbers with any number of workers. (Pinned,
   # one thread is also the faster: 13 s vs 15-17 s of training for that cell with two.)
   os.environ['NPROC'] = '1'
-  # XLA:CPU frees its buffers every step; with glibc's defaults the memory went back to
-  # the kernel and every step faulted it in again (seqjax/utils/host_memory.py, 'keep').
-  host_memory.set_policy('keep')
+  # The parent's --host_memory: XLA:CPU frees its buffers every step, and with glibc's
+  # defaults every step faulted them in again (seqjax/utils/host_memory.py).
+  host_memory.set_policy(memory_policy)
   if cores:
     # XLA:CPU still runs parts of a step on its intra-op thread pool, so an unpinned
     # worker spreads over every core and the workers slow each other down. Measured on
@@ -142,7 +142,8 @@ def map_jobs(fn: Callable[..., Any], jobs: list[dict[str, Any]], workers: int | 
     workers = workers if then else min(workers, len(jobs))
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker,
-        initargs=(context.Value('i', 0), _worker_cores(workers))) as executor:
+        initargs=(context.Value('i', 0), _worker_cores(workers),
+                  host_memory.in_effect())) as executor:
       pending = {executor.submit(_call, fn, job): i for i, job in enumerate(jobs)}
       while pending:
         done, _ = concurrent.futures.wait(

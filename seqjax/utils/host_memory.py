@@ -9,14 +9,17 @@ pages in again and the kernel zeroes each one: 131,000 minor page faults, 513 Mi
 step of that block at 8,192 tokens. GPU and TPU runtimes keep their device memory in a
 caching allocator; on CPU this tax grows with the sequence length, and it was the growth
 of the Mamba block's cost per token from 256 to 8,192 tokens (BENCHMARKS.md, "Host
-memory"). Three policies (glibc ``mallopt`` settings, applied before JAX starts its CPU
-client, since a thread keeps the arena it first allocated from):
+memory"). Three policies (glibc ``mallopt`` settings, and for ``reuse`` JAX's dispatch
+mode, applied before JAX starts its CPU client: a thread keeps the arena it first
+allocated from, and the client reads the dispatch mode when it is made):
 
-``system`` (the default) leaves the C library's settings.
+``system`` leaves the C library's settings: what a process gets that never calls
+:func:`set_policy` (library use, the tests). Commands (``experiments/cli.run``) apply
+``--host_memory``, whose default is ``reuse``.
 
-``keep`` (what the comparison's worker processes use, ``experiments/comparison/pool.py``)
-keeps each thread's arena and lets the heaps hold more: blocks up to 32 MiB come from
-them instead of fresh mappings (``M_MMAP_THRESHOLD``), they grow in 256 MiB steps
+``keep`` (what the comparison's worker processes used before round 6) keeps each
+thread's arena and lets the heaps hold more: blocks up to 32 MiB come from them instead
+of fresh mappings (``M_MMAP_THRESHOLD``), they grow in 256 MiB steps
 (``M_TOP_PAD``) and hand memory back only above 1 GiB free (``M_TRIM_THRESHOLD``). No
 lock is shared, but a block over 64 MiB is still mapped afresh every step. Measured: one
 Mamba selective-copying cell (length 64, 200 steps) 1.9 M -> 0.21 M minor page faults and
@@ -24,22 +27,29 @@ Mamba selective-copying cell (length 64, 200 steps) 1.9 M -> 0.21 M minor page f
 52.0 -> 40.7 ms and the attention block 195 -> 174 ms per step, the Mamba block (its
 122 MiB buffer) unchanged, as all three at 8,192 tokens.
 
-``reuse`` keeps every freed block: one arena for all threads (``M_ARENA_MAX=1``: the main
-arena grows with ``brk`` and has no size cap), no ``mmap`` for large blocks
-(``M_MMAP_MAX=0``) and no trim (``M_TRIM_THRESHOLD`` at its maximum). Block train steps at
-1K-8K tokens took 0.65-0.78x the time (Mamba), 0.65-0.75x (exact attention), 0.89-1.05x
-(chunked attention), with no page faults. The costs: at 256-512 tokens steps were up to
-1.33x slower in some processes and 1-9 % in others; threads wait on the one arena's lock
-(voluntary context switches per step of the attention block at 256 tokens: 27-33 vs
-17-18; over a whole benchmark process, compilation included, 86,000 vs 10,500;
-``bench --quick`` 106 vs 97 s), though the slowdown varies between processes more than
-those counts do, so the lock may not be the whole cause. The heap settles after a few
-steps (an aligned request cannot take the exact block the previous step freed until
-freed blocks coalesce), and the process keeps that memory until it exits: peak RSS
-1.6-2x the default's (the Mamba block at 2K / 8K tokens: 841 vs 528 MiB, 1,854 vs 947
-MiB). So ``reuse`` is a choice for long sequences on CPU. A preloaded tcmalloc
-(``LD_PRELOAD``, Debian package ``libtcmalloc-minimal4``) also keeps large blocks; it
-showed no short-step cost in one probe.
+``reuse`` keeps every freed block. XLA:CPU dispatches a computation to a worker thread
+unless asked to run it in the calling thread (``jax_cpu_enable_async_dispatch``), and
+the thread that runs it allocates its buffers. ``reuse`` turns that off, so the step
+buffers come from the main thread's arena, which grows with ``brk`` and has no size cap;
+glibc then may not serve them with ``mmap`` (``M_MMAP_MAX=0``) and never trims
+(``M_TRIM_THRESHOLD`` at its maximum), so a freed step buffer is there for the next step.
+The other threads keep their own arenas (no shared lock), and their heaps do not shrink
+either. Measured (BENCHMARKS.md, "Host memory, round 6"): the Mamba block's train step
+at 2,048 tokens 184 -> 138 ms and 32,900 -> 186 page faults per step, peak RSS unchanged
+(515 vs 520 MiB); at 256-512 tokens within 5 % of ``system`` in three processes each;
+training a Mamba LM at 2,048 tokens 0.27 -> 0.17 s per step and a small Transformer on
+selective copying 0.051 -> 0.034 s per step (fewer threads compete for the two cores),
+the same numbers computed. What it gives up: Python waits for every computation instead
+of queueing the next one behind it, and the process keeps its peak memory until it
+exits. A computation over several local devices still runs one pool thread per device
+(XLA needs them side by side for collectives), so there the buffers come from those
+threads' heaps as under ``keep``.
+
+An earlier ``reuse`` (round 5) put every thread on the main arena (``M_ARENA_MAX=1``)
+instead: as fast on long steps, but 256-512-token steps were up to 1.33x slower, with
+the threads waiting on the one arena's lock (27-33 vs 17-18 voluntary context switches
+per step), and peak RSS 1.6-2x. A preloaded tcmalloc (``LD_PRELOAD``, Debian package
+``libtcmalloc-minimal4``) also keeps large blocks.
 """
 
 from __future__ import annotations
@@ -54,12 +64,13 @@ from absl import logging
 POLICIES = ('system', 'keep', 'reuse')
 
 # glibc's mallopt parameter numbers (malloc.h).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -2, -3, -4, -8
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4
 _SETTINGS = {
     'keep': ((_M_TRIM_THRESHOLD, 1 << 30),  # hand memory back only above 1 GiB free
              (_M_TOP_PAD, 256 << 20),  # grow a heap in 256 MiB steps
              (_M_MMAP_THRESHOLD, 32 << 20)),  # blocks up to 32 MiB from the heaps
-    'reuse': ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1)),
+    'reuse': ((_M_MMAP_MAX, 0),  # no mmap: the main arena grows its brk heap instead
+              (_M_TRIM_THRESHOLD, 2 ** 31 - 1)),  # and never hands it back
 }
 _in_effect = 'system'
 
@@ -82,6 +93,9 @@ def set_policy(policy: str) -> str:
   if _jax_backend_started():
     logging.warning('host_memory=%s set after JAX started its CPU client: threads that '
                     'already allocated keep their arenas', policy)
+  if policy == 'reuse':  # the step buffers then come from the calling (main) thread
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update('jax_cpu_enable_async_dispatch', False)
   accepted = [mallopt(param, value) == 1 for param, value in _SETTINGS[policy]]
   if not all(accepted):  # each setting is tried, whatever the others did
     logging.warning('glibc refused a host_memory=%s setting; partly applied', policy)

@@ -1,6 +1,6 @@
 """``pool.map_jobs``: results in job order, follow-up jobs started as their parent
-finishes (serially and on two worker processes), a failing job stops the pool, and each
-worker is pinned to a core of its own."""
+finishes (serially and on two worker processes), a failing job stops the pool, each
+worker is pinned to a core of its own and runs under the parent's ``--host_memory``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import pytest
 
 from experiments.comparison import pool
+from seqjax.utils import host_memory
 
 
 def _follow(index, result):
@@ -46,6 +47,19 @@ def test_each_worker_gets_a_core_of_its_own():
     assert got[0] != got[1]
   else:  # fewer cores than workers: nothing is pinned
     assert got == [available, available]
+
+
+def _worker_memory_policy():
+  import jax  # pylint: disable=g-import-not-at-top
+  return host_memory.in_effect(), jax.config.values['jax_cpu_enable_async_dispatch']
+
+
+@pytest.mark.parametrize('policy, async_dispatch', [('reuse', False), ('keep', True)])
+def test_workers_run_under_the_parents_host_memory_policy(policy, async_dispatch,
+                                                          monkeypatch):
+  monkeypatch.setattr(host_memory, 'in_effect', lambda: policy)
+  got = pool.map_jobs(_worker_memory_policy, [{}], 1)
+  assert got == [(policy, async_dispatch)]
 
 
 def test_a_cell_computes_the_same_numbers_pinned_and_unpinned(tmp_path, monkeypatch):
