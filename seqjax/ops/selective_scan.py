@@ -29,8 +29,9 @@ before it (``[K, B, N, E]``, one vectorised pass) and its read-out with ``C`` af
 (unrolling the step loop measured 2-7x slower: XLA fuses the unrolled chain and
 recomputes it for every output). The gradient is a ``jax.custom_vjp``: the backward pass
 walks the chunks in reverse, recomputes a chunk's decays and states from its start state
-(recompute, not store: only ``[T/K, B, N, E]`` starts are kept), runs the adjoint
-recurrence (``lam_t`` = dL/dh_t, again one multiply-add per step) and then forms every
+(recompute, not store: only ``[T/K, B, N, E]`` starts are kept) in the same loop as
+the adjoint recurrence (``lam_t`` = dL/dh_t, again one multiply-add per step; the two
+run in opposite directions and do not depend on each other) and then forms every
 gradient of the chunk at once from the stacked states, decays and adjoints (moving that
 work out of the steps took the gradient at ``B=1, T=2048, E=512`` from 118 to 94 ms and at
 the comparison's ``B=32, E=64-128, T=40-136`` 7-16 % down; BENCHMARKS.md, "Mamba after
@@ -161,6 +162,36 @@ def _chunk_states(h: Array, decays: Array, inputs: Array) -> tuple[Array, Array]
   return jax.lax.scan(step, h, (decays, inputs))
 
 
+def _states_and_adjoints(h: Array, lam: Array, decays: Array, inputs: Array,
+                         dy_k: Array, c_k: Array) -> tuple[Array, Array, Array]:
+  """One chunk's states (eq. (2a) from the state ``h`` before it) and adjoints, in one
+  loop of ``K`` steps: ``(states [K, B, N, E], a_0 * lam_0, lams [K, B, N, E])``.
+
+  ``lam`` enters as ``a_K * lam_K`` from the chunk after. The recomputation runs forward
+  through the chunk and the adjoint recurrence ``lam_t = C_t dy_t + a_{t+1} lam_{t+1}``
+  backward, and neither needs the other, so step ``i`` does forward step ``i`` and
+  backward step ``K-1-i``: half the loop iterations of two scans (the scan's gradient at
+  ``B=1, E=512`` took 0.86-0.92x the time at T=256-2048; BENCHMARKS.md, "Host memory,
+  round 6"). A ``fori_loop`` writing both stacks in place: the same merged loop as a
+  ``lax.scan`` over time-reversed copies of the adjoint's inputs was 2-3 % slower than
+  two scans.
+  """
+  k = decays.shape[0]
+
+  def step(i, carry):
+    h, lam, states, lams = carry
+    back = k - 1 - i
+    h = decays[i] * h + inputs[i]
+    lam = lam + dy_k[back][:, None, :] * c_k[back][..., None]
+    states = jax.lax.dynamic_update_index_in_dim(states, h, i, 0)
+    lams = jax.lax.dynamic_update_index_in_dim(lams, lam, back, 0)
+    return h, decays[back] * lam, states, lams
+
+  _, lam, states, lams = jax.lax.fori_loop(
+      0, k, step, (h, lam, jnp.zeros_like(decays), jnp.zeros_like(decays)))
+  return states, lam, lams
+
+
 def _forward(u, delta, a_t, b, c, k):
   """``y [B, T, E]`` (without ``D u``) and the chunk-start states ``[T/K, B, N, E]``."""
   t = u.shape[1]
@@ -190,18 +221,11 @@ def _fused_bwd(k, residuals, dy):
   u, delta, a_t, b, c, starts = residuals
   t = u.shape[1]
 
-  def adjoint(lam, xs):
-    # lam enters as a_{t+1} * lam_{t+1} and leaves as a_t * lam_t.
-    decay, dy_i, c_i = xs
-    lam = lam + dy_i[:, None, :] * c_i[..., None]
-    return decay * lam, lam
-
   def chunk(carry, xs):
     lam, da = carry  # da: dA per batch row, [B, N, E]
     h_start, u_k, delta_k, b_k, c_k, dy_k = xs
     decays, inputs = _chunk_terms(a_t, u_k, delta_k, b_k)
-    _, states = _chunk_states(h_start, decays, inputs)
-    lam, lams = jax.lax.scan(adjoint, lam, (decays, dy_k, c_k), reverse=True)
+    states, lam, lams = _states_and_adjoints(h_start, lam, decays, inputs, dy_k, c_k)
     # Everything below is per chunk, vectorised over its K steps.
     prev = jnp.concatenate([h_start[None], states[:-1]], 0)  # h_{t-1}, [K, B, N, E]
     d_bar = lams * prev * decays  # dL/d(delta_t A)
