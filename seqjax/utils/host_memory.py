@@ -1,8 +1,8 @@
 """How the host's allocator treats the buffers of XLA:CPU steps (``--host_memory``).
 
 XLA:CPU allocates the temporaries of every step (one buffer: 122 MiB for a Mamba block's
-train step at 2,048 tokens, ``d_model`` 256) with ``malloc`` from its worker threads and
-frees it at the end of the step. glibc serves a request that large with a fresh ``mmap``
+train step at 2,048 tokens, ``d_model`` 256) with ``malloc`` from its worker threads (under
+JAX's default asynchronous dispatch) and frees it at the end of the step. glibc serves a request that large with a fresh ``mmap``
 (a thread's arena holds at most 64 MiB) and returns it with ``munmap``, and it hands the
 top of a heap back to the kernel once 128 KiB of it are free, so the next step faults the
 pages in again and the kernel zeroes each one: 131,000 minor page faults, 513 MiB, per
@@ -92,7 +92,8 @@ def set_policy(policy: str) -> str:
     return _in_effect
   if _jax_backend_started():
     logging.warning('host_memory=%s set after JAX started its CPU client: threads that '
-                    'already allocated keep their arenas', policy)
+                    'already allocated keep their arenas, and the client its dispatch '
+                    'mode', policy)
   if policy == 'reuse':  # the step buffers then come from the calling (main) thread
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update('jax_cpu_enable_async_dispatch', False)
