@@ -1,9 +1,10 @@
 """How the host's allocator treats the buffers of XLA:CPU steps (``--host_memory``).
 
 XLA:CPU allocates the temporaries of every step (one buffer: 122 MiB for a Mamba block's
-train step at 2,048 tokens, ``d_model`` 256) with ``malloc`` from its worker threads (under
-JAX's default asynchronous dispatch) and frees it at the end of the step. glibc serves a request that large with a fresh ``mmap``
-(a thread's arena holds at most 64 MiB) and returns it with ``munmap``, and it hands the
+train step at 2,048 tokens, ``d_model`` 256) with ``malloc`` from its worker threads
+(under JAX's default asynchronous dispatch) and frees it at the end of the step. glibc
+serves a request that large with a fresh ``mmap`` (a thread's arena holds at most
+64 MiB) and returns it with ``munmap``, and it hands the
 top of a heap back to the kernel once 128 KiB of it are free, so the next step faults the
 pages in again and the kernel zeroes each one: 131,000 minor page faults, 513 MiB, per
 step of that block at 8,192 tokens. GPU and TPU runtimes keep their device memory in a
