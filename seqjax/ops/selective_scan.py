@@ -22,12 +22,13 @@ step reads contiguous rows, and the state is kept as ``[B, N, E]`` (``E`` minor)
 contraction with ``C`` over ``N`` is then ``N`` multiply-adds of ``E``-wide vectors rather
 than a reduction (XLA:CPU hands small reductions to a YNNPACK kernel whose per-call cost
 dominated a step), and nothing ``[B, T, E, N]`` is ever formed. A ``lax.scan`` over chunks
-of ``chunk_size`` steps carries the state and keeps each chunk-start state. Each step of a
-loop costs XLA:CPU a few kernel launches whatever it computes, so the loop over a chunk's
-steps does only the recurrence's multiply-add: a chunk's decays and inputs are computed
-before it (``[K, B, N, E]``, one vectorised pass) and its read-out with ``C`` after it
-(unrolling the step loop measured 2-7x slower: XLA fuses the unrolled chain and
-recomputes it for every output). The gradient is a ``jax.custom_vjp``: the backward pass
+of ``chunk_size`` steps carries the state and keeps each chunk-start state. A step of a
+loop costs XLA:CPU a few kernel launches, each a pass over the state in cache, so the
+loop over a chunk's steps does only the recurrence's multiply-add with the input term
+``delta_t u_t B_t`` fused into it: a chunk's decays are computed before it (``[K, B, N,
+E]``, one vectorised pass: the exponential is the costly part) and its read-out with
+``C`` after it (unrolling the step loop measured 2-7x slower: XLA fuses the unrolled
+chain and recomputes it for every output). The gradient is a ``jax.custom_vjp``: the backward pass
 walks the chunks in reverse, recomputes a chunk's decays and states from its start state
 (recompute, not store: only ``[T/K, B, N, E]`` starts are kept) in the same loop as
 the adjoint recurrence (``lam_t`` = dL/dh_t, again one multiply-add per step; the two
@@ -141,29 +142,43 @@ def _contract_n(x: Array, w: Array, per_row: bool) -> Array:
   return out
 
 
-def _chunk_terms(a_t: Array, u_k: Array, delta_k: Array,
-                 b_k: Array) -> tuple[Array, Array]:
-  """A chunk's decays ``exp(delta_t A)`` and inputs ``delta_t u_t B_t``, both
-  ``[K, B, N, E]``, from ``u_k, delta_k [K, B, E]``, ``b_k [K, B, N]`` and the transposed
-  ``A`` (``a_t [N, E]``): one vectorised pass per chunk instead of work inside every step."""
-  decays = jnp.exp(delta_k[:, :, None, :] * a_t)
-  inputs = (delta_k * u_k)[:, :, None, :] * b_k[..., None]
-  return decays, inputs
+def _chunk_decays(a_t: Array, delta_k: Array) -> Array:
+  """A chunk's decays ``exp(delta_t A)``, ``[K, B, N, E]``, from ``delta_k [K, B, E]`` and
+  the transposed ``A`` (``a_t [N, E]``): one vectorised pass per chunk (the exponential
+  is the costly part of a step, so it is not done inside the loop)."""
+  return jnp.exp(delta_k[:, :, None, :] * a_t)
 
 
-def _chunk_states(h: Array, decays: Array, inputs: Array) -> tuple[Array, Array]:
+def _input(du: Array, b: Array) -> Array:
+  """The input term ``delta_t u_t B_t`` of one step, ``[B, N, E]``, from ``du = delta_t u_t
+  [B, E]`` and ``b = B_t [B, N]``.
+
+  Formed inside the step, where XLA fuses it into the multiply-add: it is an outer
+  product of two vectors, cheaper to recompute than to read back from a ``[K, B, N, E]``
+  stack (precomputing it per chunk costs a pass that writes the stack and a read of it
+  per step: with the input term formed here, in both loops, the scan's gradient takes
+  0.89-0.93x the time at ``B=1, E=512, T=256/2048`` and ``B=32, E=128, T=100``;
+  BENCHMARKS.md, "Mamba after issue 16, round 7").
+  """
+  return du[:, None, :] * b[..., None]
+
+
+def _chunk_states(h: Array, decays: Array, du_k: Array,
+                  b_k: Array) -> tuple[Array, Array]:
   """Eq. (2a) over one chunk: ``(h_end, states [K, B, N, E])`` from the state ``h``
-  before it. The loop body is one multiply-add (each step of a loop costs XLA:CPU a few
-  kernel launches, so everything else is done per chunk)."""
+  before it, the chunk's decays, ``du_k = delta u [K, B, E]`` and ``b_k [K, B, N]``. The
+  loop body is one multiply-add (each step of a loop costs XLA:CPU a few kernel
+  launches and a pass over the state, so everything else is done per chunk)."""
   def step(h, xs):
-    decay, inp = xs
-    h = decay * h + inp
+    decay, du, b = xs
+    h = decay * h + _input(du, b)
     return h, h
-  return jax.lax.scan(step, h, (decays, inputs))
+  return jax.lax.scan(step, h, (decays, du_k, b_k))
 
 
-def _states_and_adjoints(h: Array, lam: Array, decays: Array, inputs: Array,
-                         dy_k: Array, c_k: Array) -> tuple[Array, Array, Array]:
+def _states_and_adjoints(h: Array, lam: Array, decays: Array, du_k: Array, b_k: Array,
+                         dy_k: Array, c_k: Array, states: Array,
+                         lams: Array) -> tuple[Array, Array, Array]:
   """One chunk's states (eq. (2a) from the state ``h`` before it) and adjoints, in one
   loop of ``K`` steps: ``(states [K, B, N, E], a_0 * lam_0, lams [K, B, N, E])``.
 
@@ -174,14 +189,16 @@ def _states_and_adjoints(h: Array, lam: Array, decays: Array, inputs: Array,
   ``B=1, E=512`` took 0.86-0.92x the time at T=256-2048; BENCHMARKS.md, "Host memory,
   round 6"). A ``fori_loop`` writing both stacks in place: the same merged loop as a
   ``lax.scan`` over time-reversed copies of the adjoint's inputs was 2-3 % slower than
-  two scans.
+  two scans. ``states`` and ``lams`` are scratch stacks of the same shape, overwritten
+  entry by entry (the caller carries them from chunk to chunk, so they are never
+  zero-filled).
   """
   k = decays.shape[0]
 
   def step(i, carry):
     h, lam, states, lams = carry
     back = k - 1 - i
-    h = decays[i] * h + states[i]  # states[i] still holds inputs[i]: see below
+    h = decays[i] * h + _input(du_k[i], b_k[i])
     states = jax.lax.dynamic_update_index_in_dim(states, h, i, 0)
     lams = jax.lax.dynamic_update_index_in_dim(
         lams, lam + dy_k[back][:, None, :] * c_k[back][..., None], back, 0)
@@ -189,10 +206,7 @@ def _states_and_adjoints(h: Array, lam: Array, decays: Array, inputs: Array,
     # needs no copy of the carry each step (3-8 % off the gradient at T=256).
     return h, decays[back] * lams[back], states, lams
 
-  # The states overwrite the inputs in place, step by step: a zero-filled stack cost a
-  # fill and a copy of [K, B, N, E] per chunk (the gradient 1-5 % slower).
-  _, lam, states, lams = jax.lax.fori_loop(
-      0, k, step, (h, lam, inputs, jnp.zeros_like(decays)))
+  _, lam, states, lams = jax.lax.fori_loop(0, k, step, (h, lam, states, lams))
   return states, lam, lams
 
 
@@ -202,7 +216,7 @@ def _forward(u, delta, a_t, b, c, k):
 
   def chunk(h, xs):
     u_k, delta_k, b_k, c_k = xs
-    h_end, states = _chunk_states(h, *_chunk_terms(a_t, u_k, delta_k, b_k))
+    h_end, states = _chunk_states(h, _chunk_decays(a_t, delta_k), delta_k * u_k, b_k)
     return h_end, (h, _contract_n(states, c_k, per_row=True))
 
   h0 = jnp.zeros(u.shape[:1] + a_t.shape, u.dtype)
@@ -226,10 +240,12 @@ def _fused_bwd(k, residuals, dy):
   t = u.shape[1]
 
   def chunk(carry, xs):
-    lam, da = carry  # da: dA per batch row, [B, N, E]
+    # da: dA per batch row, [B, N, E]; states, lams: the scratch stacks, [K, B, N, E].
+    lam, da, states, lams = carry
     h_start, u_k, delta_k, b_k, c_k, dy_k = xs
-    decays, inputs = _chunk_terms(a_t, u_k, delta_k, b_k)
-    states, lam, lams = _states_and_adjoints(h_start, lam, decays, inputs, dy_k, c_k)
+    decays, du_k = _chunk_decays(a_t, delta_k), delta_k * u_k
+    states, lam, lams = _states_and_adjoints(h_start, lam, decays, du_k, b_k, dy_k, c_k,
+                                             states, lams)
     # Everything below is per chunk, vectorised over its K steps.
     prev = jnp.concatenate([h_start[None], states[:-1]], 0)  # h_{t-1}, [K, B, N, E]
     d_bar = lams * prev * decays  # dL/d(delta_t A)
@@ -241,13 +257,17 @@ def _fused_bwd(k, residuals, dy):
     # sum / this) and 79.4 / 288 / 67.1 ms at T=2048 (BENCHMARKS.md, round 4).
     for step in range(d_bar.shape[0]):
       da = da + d_bar[step] * delta_k[step][:, None, :]
-    db = jnp.einsum('kbne,kbe->kbn', lams, delta_k * u_k)
+    db = jnp.einsum('kbne,kbe->kbn', lams, du_k)
     dc = jnp.einsum('kbne,kbe->kbn', states, dy_k)
-    return (lam, da), (lam_b * delta_k, ddelta, db, dc)
+    return (lam, da, states, lams), (lam_b * delta_k, ddelta, db, dc)
 
   xs = (starts,) + tuple(_to_chunks(v, k) for v in (u, delta, b, c, dy))
   zero = jnp.zeros_like(starts[0])
-  (_, da), grads = jax.lax.scan(chunk, (zero, zero), xs, reverse=True)
+  # The scratch stacks travel in the carry, so each chunk overwrites the last one's
+  # instead of zero-filling fresh ones (a fill per chunk cost 0-4 % of the gradient).
+  scratch = jnp.zeros((k,) + zero.shape, zero.dtype)
+  (_, da, _, _), grads = jax.lax.scan(chunk, (zero, zero, scratch, scratch), xs,
+                                      reverse=True)
   du, ddelta, db, dc = (_from_chunks(g, t) for g in grads)
   return du, ddelta, jnp.sum(da, 0), db, dc
 
