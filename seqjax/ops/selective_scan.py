@@ -160,7 +160,7 @@ def _input(du: Array, b: Array) -> Array:
   0.89-0.93x the time at ``B=1, E=512, T=256/2048`` and ``B=32, E=128, T=100``;
   BENCHMARKS.md, "Mamba after issue 16, round 7").
   """
-  return du[:, None, :] * b[..., None]
+  return du[..., None, :] * b[..., None]
 
 
 def _chunk_states(h: Array, decays: Array, du_k: Array,
@@ -249,7 +249,10 @@ def _fused_bwd(k, residuals, dy):
     # Everything below is per chunk, vectorised over its K steps.
     prev = jnp.concatenate([h_start[None], states[:-1]], 0)  # h_{t-1}, [K, B, N, E]
     d_bar = lams * prev * decays  # dL/d(delta_t A)
-    lam_b = _contract_n(lams, b_k, per_row=True)  # [K, B, E]
+    # A batched matrix-vector product, [K, B] of them: as a dot it is formed once; as
+    # N multiply-adds XLA fused it into both of its users, reading `lams` twice (the
+    # gradient took 1.10-1.16x the time at B=1, E=512; BENCHMARKS.md, round 7).
+    lam_b = jnp.einsum('kbne,kbn->kbe', lams, b_k)  # [K, B, E]
     ddelta = _contract_n(d_bar, a_t, per_row=False) + lam_b * u_k
     # dA's sum over the chunk's steps as K multiply-adds (one fused elementwise kernel):
     # as an einsum it became 512 tiny batched matmuls, as jnp.sum over axis 0 a YNNPACK
