@@ -26,6 +26,15 @@ from the shortest to the longest T. Each record carries the minor page faults of
 (``median_page_faults``) and the summary the run's ``--host_memory`` policy: under the C
 library's defaults the long steps fault their buffers in afresh every time
 (``seqjax/utils/host_memory.py``).
+
+The lengths are measured one after the other, so a cost per token compared across them
+also compares the machine at different moments: on the 2-core VM the benchmarks run on,
+every kernel ran 1.3-2x slower for stretches of 10-30 s with nothing else running
+(BENCHMARKS.md, "Mamba after issue 16, round 7"). ``reference`` is a fixed amount of work
+timed in every round at every T (the block's MLP branch, forward and backward, at 256
+tokens); ``*_per_token_growth_vs_reference`` is the growth with each length's time
+divided by the reference's time in the same rounds, which cancels a slowdown that hits
+both alike. The raw growth is reported next to it.
 """
 
 from __future__ import annotations
@@ -60,6 +69,20 @@ def _blocks() -> dict[str, ResidualBlock]:
   return {name: ResidualBlock(mixer, D_MODEL, 4 * D_MODEL) for name, mixer in mixers.items()}
 
 
+def _reference_step():
+  """``(jitted fn, args)``: the MLP branch's matmuls (256 -> 1024 -> 256, GELU) on 256
+  tokens, forward and backward: the same work at every T, timed as the machine's pace."""
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+  x = jax.random.normal(k1, (256, D_MODEL), jnp.float32)
+  w_up = jax.random.normal(k2, (D_MODEL, 4 * D_MODEL), jnp.float32) * D_MODEL ** -0.5
+  w_down = jax.random.normal(k3, (4 * D_MODEL, D_MODEL), jnp.float32) * (4 * D_MODEL) ** -0.5
+
+  def loss(w_up, w_down, x):
+    return jnp.sum(jax.nn.gelu(x @ w_up) @ w_down)
+
+  return jax.jit(jax.grad(loss, (0, 1, 2))), (w_up, w_down, x)
+
+
 def _crossover(rows: list[dict], fast: str, slow: str) -> int | None:
   """Smallest T from which ``fast`` is faster than ``slow`` at every longer measured T."""
   ms = {(r['variant'], r['T']): r['median_ms'] for r in rows if 'median_ms' in r}
@@ -86,7 +109,8 @@ def run(quick: bool = False) -> list[dict]:
       return jnp.sum(block.apply({'params': p}, x) * w)
 
     steps[name] = (jax.grad(loss, (0, 1)), params)
-  records, ratios = [], {}
+  records, ratios, reference_ms = [], {}, {}
+  reference = _reference_step()
   for t in lengths:
     kx, kw = jax.random.split(jax.random.PRNGKey(t))
     x = jax.random.normal(kx, (BATCH, t, D_MODEL), jnp.float32)
@@ -97,12 +121,14 @@ def run(quick: bool = False) -> list[dict]:
         continue  # O(T²): ~1 GiB of weights per layer at 8K
       compiled, stats[name] = compile_with_stats(step, params, x, w)
       fns[name] = (compiled, (params, x, w))
+    fns['reference'] = reference
     timings = time_interleaved(fns, warmup=1, settle=1,
-                               repeats=2 if quick else 3 if t >= 4096 else 5)
+                               repeats=2 if quick else 5)
+    reference_ms[t] = timings.pop('reference')['median_ms']
     for name, timing in timings.items():
       params = steps[name][1]
       records.append({'bench': 'mamba_vs_transformer', 'variant': name, 'T': t,
-                      'batch': BATCH, 'd_model': D_MODEL,
+                      'batch': BATCH, 'd_model': D_MODEL, 'reference_ms': reference_ms[t],
                       'params': sum(v.size for v in jax.tree_util.tree_leaves(params)),
                       **stats[name], **timing,
                       'tokens_per_s': BATCH * t / (timing['median_ms'] * 1e-3)})
@@ -112,12 +138,16 @@ def run(quick: bool = False) -> list[dict]:
              'host_memory': host_memory.in_effect(),
              'mamba_materialized_scan_backend': SCAN.resolve(AUTO, max(lengths)),
              'lengths': list(lengths),
+             'reference_ms': {str(t): ms for t, ms in reference_ms.items()},
              'fused_over_materialized_ms': {str(t): r for t, r in ratios.items()}}
   for name in steps:
     # Cost per token at the longest length this variant ran over that at the shortest
     # (1.0 = flat in length; issue 16 asks <= 1.15 for the fused Mamba block).
     per_token = {r['T']: r['median_ms'] / r['T'] for r in records if r['variant'] == name}
-    summary[f'{name}_per_token_growth'] = per_token[max(per_token)] / per_token[min(per_token)]
+    longest, shortest = max(per_token), min(per_token)
+    summary[f'{name}_per_token_growth'] = per_token[longest] / per_token[shortest]
+    summary[f'{name}_per_token_growth_vs_reference'] = (
+        per_token[longest] / reference_ms[longest]) / (per_token[shortest] / reference_ms[shortest])
   for mamba in ('mamba', 'mamba_materialized'):
     for other in ('transformer_chunked', 'transformer_exact'):
       summary[f'{mamba}_faster_than_{other}_from_T'] = _crossover(records, mamba, other)
