@@ -146,8 +146,8 @@ def run(quick: bool = False) -> list[dict]:
     per_token = {r['T']: r['median_ms'] / r['T'] for r in records if r['variant'] == name}
     longest, shortest = max(per_token), min(per_token)
     summary[f'{name}_per_token_growth'] = per_token[longest] / per_token[shortest]
-    summary[f'{name}_per_token_growth_vs_reference'] = (
-        per_token[longest] / reference_ms[longest]) / (per_token[shortest] / reference_ms[shortest])
+    paced = {t: per_token[t] / reference_ms[t] for t in (longest, shortest)}
+    summary[f'{name}_per_token_growth_vs_reference'] = paced[longest] / paced[shortest]
   for mamba in ('mamba', 'mamba_materialized'):
     for other in ('transformer_chunked', 'transformer_exact'):
       summary[f'{mamba}_faster_than_{other}_from_T'] = _crossover(records, mamba, other)

@@ -16,27 +16,28 @@ the inputs as ``[B, T, E, N]`` arrays, runs :func:`seqjax.ops.scan.linear_scan` 
 and contracts all states with ``C``; under autodiff the scan stores them once more. On
 CPU that makes the layer memory-bound (64 MiB per array at ``B=1, T=2048, E=512, N=16``).
 
-:func:`selective_scan` is the hardware-aware version of sec. 3.3 adapted to XLA:CPU: a loop
-over time whose state stays in cache. Inputs go time-major (``[T, B, E]``) so that each
-step reads contiguous rows, and the state is kept as ``[B, N, E]`` (``E`` minor): the
-contraction with ``C`` over ``N`` is then ``N`` multiply-adds of ``E``-wide vectors rather
-than a reduction (XLA:CPU hands small reductions to a YNNPACK kernel whose per-call cost
-dominated a step), and nothing ``[B, T, E, N]`` is ever formed. A ``lax.scan`` over chunks
-of ``chunk_size`` steps carries the state and keeps each chunk-start state. A step of a
-loop costs XLA:CPU a few kernel launches, each a pass over the state in cache, so the
-loop over a chunk's steps does only the recurrence's multiply-add with the input term
-``delta_t u_t B_t`` fused into it: a chunk's decays are computed before it (``[K, B, N,
-E]``, one vectorised pass: the exponential is the costly part) and its read-out with
-``C`` after it (unrolling the step loop measured 2-7x slower: XLA fuses the unrolled
-chain and recomputes it for every output). The gradient is a ``jax.custom_vjp``: the backward pass
-walks the chunks in reverse, recomputes a chunk's decays and states from its start state
-(recompute, not store: only ``[T/K, B, N, E]`` starts are kept) in the same loop as
-the adjoint recurrence (``lam_t`` = dL/dh_t, again one multiply-add per step; the two
-run in opposite directions and do not depend on each other) and then forms every
-gradient of the chunk at once from the stacked states, decays and adjoints (moving that
-work out of the steps took the gradient at ``B=1, T=2048, E=512`` from 118 to 94 ms and at
-the comparison's ``B=32, E=64-128, T=40-136`` 7-16 % down; BENCHMARKS.md, "Mamba after
-issue 16, round 3")::
+:func:`selective_scan` is the hardware-aware version of sec. 3.3 adapted to XLA:CPU: a
+loop over time whose state stays in cache. Inputs go time-major (``[T, B, E]``) so that
+each step reads contiguous rows, and the state is kept as ``[B, N, E]`` (``E`` minor):
+the contraction with ``C`` over ``N`` is then ``N`` multiply-adds of ``E``-wide vectors
+rather than a reduction (XLA:CPU hands small reductions to a YNNPACK kernel whose
+per-call cost dominated a step), and nothing ``[B, T, E, N]`` is ever formed. A
+``lax.scan`` over chunks of ``chunk_size`` steps carries the state and keeps each
+chunk-start state. A step of a loop costs XLA:CPU a few kernel launches, each a pass
+over the state in cache, so the loop over a chunk's steps does only the recurrence's
+multiply-add with the input term ``delta_t u_t B_t`` fused into it: a chunk's decays are
+computed before it (``[K, B, N, E]``, one vectorised pass: the exponential is the costly
+part) and its read-out with ``C`` after it (unrolling the step loop measured 2-7x
+slower: XLA fuses the unrolled chain and recomputes it for every output). The gradient
+is a ``jax.custom_vjp``: the backward pass walks the chunks in reverse, recomputes a
+chunk's decays and states from its start state (recompute, not store: only ``[T/K, B, N,
+E]`` starts are kept; storing every state was 1.17-1.46x slower) in the same loop as the
+adjoint recurrence (``lam_t`` = dL/dh_t, again one multiply-add per step; the two run in
+opposite directions and do not depend on each other) and then forms every gradient of
+the chunk at once from the stacked states, decays and adjoints (moving that work out of
+the steps took the gradient at ``B=1, T=2048, E=512`` from 118 to 94 ms and at the
+comparison's ``B=32, E=64-128, T=40-136`` 7-16 % down; BENCHMARKS.md, "Mamba after issue
+16, round 3")::
 
     lam_t      = C_t[:, None, :] * dy_t[:, :, None] + a_{t+1} * lam_{t+1}
     dC_t       = sum_e dy_t[:, e, None] * h_t[:, e]
@@ -50,8 +51,8 @@ issue 16, round 3")::
 batches are scanned in groups of rows (``lax.map``) sized so that a chunk's
 ``[K, rows, N, E]`` buffers fit in L2 (:data:`GROUP_BYTES`). ``D * u`` is outside the
 custom rule, so autodiff handles it. The custom rule supports reverse mode only
-(``jax.grad``/``vjp``), not ``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue 16" and "Design measurements:
-selective scan, round 2".
+(``jax.grad``/``vjp``), not ``jax.jvp``. Figures: BENCHMARKS.md, "Mamba after issue
+16" (rounds 1-7) and "Design measurements: selective scan, round 2".
 
 :data:`SELECTIVE_SCAN` is the implementation switch between the two (site
 ``selective_scan``, see ``seqjax.ops.switch``).
@@ -71,9 +72,11 @@ Array = jax.Array
 
 DEFAULT_CHUNK_SIZE = 16
 # Batch rows are scanned in groups whose chunk buffers (``K x rows x N x E`` floats) fit
-# in this many bytes, so a chunk's states and adjoints stay in L2 (2 MiB per core on the
-# benchmark machine): at B=32, E=128, T=136 grouping took the gradient from 200 to 116 ms;
-# 128 KiB - 1 MiB were within noise of each other.
+# in this many bytes, so a chunk's states and adjoints stay near the core: at B=32,
+# E=128, T=136 grouping took the gradient from 200 to 116 ms (a machine with 2 MiB of L2
+# per core, where 128 KiB - 1 MiB were within noise of each other). On the current one
+# (512 KiB of L2 per core) 128 and 256 KiB groups took 1.15-1.31x the time at B=32,
+# T=40-136, and 1 MiB 1.01-1.04x (BENCHMARKS.md, "Mamba after issue 16, round 7").
 GROUP_BYTES = 512 * 1024
 
 # ``auto`` is the fused scan on every platform: in a whole Mamba block (d_model=256,
